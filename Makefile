@@ -1,0 +1,54 @@
+# vectorops — two commands matter: `make run` and `make test`. Everything else
+# (the virtualenv, the tools, the generated stubs) is made on the way.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+NODE_INSTALLED := node_modules/.installed
+BUF := node_modules/.bin/buf
+STUBS := services/vectorops/.generated
+PROTOS := $(shell find protos/vectorops -name '*.proto')
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test proto lint-proto lint bench clean help
+
+help:
+	@echo "make run    start Postgres, NATS and the five services (Ctrl-C stops all)"
+	@echo "make test   buf lint + unit and integration tests on a real stack"
+	@echo "make proto  generate the Python gRPC stubs into services/vectorops"
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(NODE_INSTALLED): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(STUBS): $(INSTALLED) $(PROTOS)
+	rm -rf services/vectorops
+	$(PY) -m grpc_tools.protoc -I protos -I protos/third_party \
+		--python_out=services --pyi_out=services --grpc_python_out=services $(PROTOS)
+	touch $@
+
+proto: $(STUBS)
+
+lint-proto: $(NODE_INSTALLED)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check services tests
+
+run: $(STUBS)
+	$(PY) -m kit.stack
+
+test: $(STUBS) lint-proto
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) node_modules services/vectorops

@@ -1,0 +1,1 @@
+"""The audit service: the append-only, PII-sanitised, hash-chained audit log."""

@@ -1,0 +1,2 @@
+"""The indexer: sources, documents, chunking, Qdrant collections, staging, aliases,
+validation, cleanup and search."""

@@ -1,0 +1,1 @@
+"""NATS JetStream: the stream topology and the client every service uses."""

@@ -1,0 +1,286 @@
+"""The JetStream client: declare streams and consumers, publish with dedup ids, and
+run pull-consumer loops with explicit ack, nak with backoff, term and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+from prometheus_client import Counter
+
+from kit.bus.topology import ConsumerSpec, StreamSpec, dead_letter_subject
+from kit.logs import get_logger
+
+log = get_logger(__name__)
+
+PUBLISHED = Counter(
+    "vectorops_jetstream_published_total",
+    "Messages published to JetStream, by stream and whether the server dropped a duplicate.",
+    ["stream", "duplicate"],
+)
+CONSUMED = Counter(
+    "vectorops_jetstream_consumed_total",
+    "Messages handled by a consumer, by outcome (ack, nak, term, dead_letter).",
+    ["stream", "consumer", "outcome"],
+)
+REDELIVERED = Counter(
+    "vectorops_jetstream_redelivered_total",
+    "Messages received again after an earlier delivery was not acked.",
+    ["stream", "consumer"],
+)
+DEAD_LETTERS = Counter(
+    "vectorops_jetstream_dead_letters_total",
+    "Messages that exhausted their deliveries and went to VO_DEAD.",
+    ["stream", "consumer"],
+)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+DEAD_REASON_HEADER = "Vo-Dead-Reason"
+DEAD_SOURCE_HEADER = "Vo-Dead-Source"
+
+
+class Retry(Exception):
+    """Raised by a handler for a transient failure: the message is delivered again later."""
+
+
+class Reject(Exception):
+    """Raised by a handler for a message that can never succeed: it goes to the dead letters."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler gets: the payload and where it is in its delivery history."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    attempt: int  # 1 for the first delivery
+    last_attempt: bool
+    _msg: Msg
+
+    async def in_progress(self) -> None:
+        """Tell the server a slow handler is alive, so the ack wait starts again."""
+        await self._msg.in_progress()
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def _stream_config(spec: StreamSpec, storage: str, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=api.RetentionPolicy(spec.retention.value),
+        storage=api.StorageType(storage),
+        num_replicas=replicas,
+        max_age=spec.max_age_seconds,
+        duplicate_window=spec.duplicate_window_seconds,
+        discard=api.DiscardPolicy.OLD,
+    )
+
+
+def _consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+    filters = list(spec.filter_subjects)
+    return api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        max_deliver=spec.max_deliver,
+        ack_wait=spec.ack_wait_seconds,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
+    )
+
+
+class JetStream:
+    """One NATS connection and its JetStream context, shared by a service."""
+
+    def __init__(self, nc: NatsClient, js: JetStreamContext, storage: str, replicas: int) -> None:
+        self.nc = nc
+        self.js = js
+        self._storage = storage
+        self._replicas = replicas
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str, storage: str = "file", replicas: int = 1
+    ) -> JetStream:
+        nc = await nats.connect(
+            url,
+            name=name,
+            # Keep trying: the outbox and the consumers resume after an outage.
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+        )
+        return cls(nc, nc.jetstream(), storage, replicas)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    async def ensure_streams(self, specs: Iterable[StreamSpec]) -> None:
+        """Create each stream, or update it to the declared config; safe to repeat and to race."""
+        for spec in specs:
+            config = _stream_config(spec, self._storage, self._replicas)
+            try:
+                await self.js.add_stream(config)
+            except BadRequestError:
+                # Exists with another config (e.g. a changed max age): bring it in line.
+                await self.js.update_stream(config)
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        try:
+            await self.js.add_consumer(spec.stream, _consumer_config(spec))
+        except BadRequestError as error:
+            log.warning("jetstream.consumer_update", consumer=spec.durable, error=str(error))
+            await self.js.delete_consumer(spec.stream, spec.durable)
+            await self.js.add_consumer(spec.stream, _consumer_config(spec))
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: dict[str, str] | None = None,
+        ack_timeout: float = 5.0,
+    ) -> api.PubAck:
+        """Publish and wait for the stream's ack. ``msg_id`` lets the server drop repeats."""
+        all_headers = {MSG_ID_HEADER: msg_id, **(headers or {})}
+        ack = await self.js.publish(subject, data, headers=all_headers, timeout=ack_timeout)
+        PUBLISHED.labels(ack.stream, str(bool(ack.duplicate)).lower()).inc()
+        return ack
+
+    async def consume(
+        self,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        batch: int = 10,
+        fetch_timeout: float = 1.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Fetch and handle messages until ``stop`` is set.
+
+        Ack on success; ``Retry`` (or any unexpected error) → nak with the spec's backoff;
+        ``Reject`` or the last allowed delivery failing → dead letter, then term.
+        """
+        await self.ensure_consumer(spec)
+        subscription = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+
+        async def on_advisory(advisory: Msg) -> None:
+            await self._dead_letter_from_advisory(spec, advisory)
+
+        advisories = await self.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.{spec.durable}",
+            cb=on_advisory,
+        )
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(batch, timeout=fetch_timeout)
+                except NatsTimeoutError:
+                    continue
+                for msg in messages:
+                    await self._handle(spec, handler, msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            with contextlib.suppress(Exception):
+                await advisories.unsubscribe()
+
+    async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: Msg) -> None:
+        attempt = msg.metadata.num_delivered
+        if attempt > 1:
+            REDELIVERED.labels(spec.stream, spec.durable).inc()
+        delivery = Delivery(
+            subject=msg.subject,
+            data=msg.data,
+            headers=dict(msg.headers or {}),
+            attempt=attempt,
+            last_attempt=attempt >= spec.max_deliver,
+            _msg=msg,
+        )
+        try:
+            await handler(delivery)
+        except Reject as error:
+            await self._dead_letter(spec, msg, f"rejected: {error}")
+        except Exception as error:  # noqa: BLE001 - every failure is retried or dead-lettered
+            if delivery.last_attempt:
+                await self._dead_letter(spec, msg, f"max deliveries reached: {error}")
+            else:
+                log.warning(
+                    "jetstream.retry",
+                    consumer=spec.durable,
+                    subject=msg.subject,
+                    attempt=attempt,
+                    error=str(error),
+                )
+                delay = spec.retry_delays_seconds[
+                    min(attempt - 1, len(spec.retry_delays_seconds) - 1)
+                ]
+                await msg.nak(delay=delay)
+                CONSUMED.labels(spec.stream, spec.durable, "nak").inc()
+        else:
+            await msg.ack()
+            CONSUMED.labels(spec.stream, spec.durable, "ack").inc()
+
+    async def _dead_letter(self, spec: ConsumerSpec, msg: Msg, reason: str) -> None:
+        """Keep the message, with why it failed, in VO_DEAD; then stop its redelivery."""
+        sequence = msg.metadata.sequence.stream
+        headers = {
+            **{k: v for k, v in (msg.headers or {}).items() if k != MSG_ID_HEADER},
+            DEAD_REASON_HEADER: reason[:1000],
+            DEAD_SOURCE_HEADER: msg.subject,
+        }
+        await self._publish_dead_letter(spec, sequence, msg.data, headers)
+        await msg.term()
+        CONSUMED.labels(spec.stream, spec.durable, "dead_letter").inc()
+        log.error(
+            "jetstream.dead_letter", consumer=spec.durable, subject=msg.subject, reason=reason
+        )
+
+    async def _dead_letter_from_advisory(self, spec: ConsumerSpec, advisory: Msg) -> None:
+        """The server gave up on a message no handler acked in time (e.g. its consumer
+        crashed each time): copy it to the dead letters too. Every replica hears the
+        advisory; the dedup id makes one copy."""
+        try:
+            sequence = json.loads(advisory.data)["stream_seq"]
+            original = await self.js.get_msg(spec.stream, sequence)
+        except Exception as error:  # noqa: BLE001 - an advisory is best effort, never fatal
+            log.warning("jetstream.advisory_unreadable", consumer=spec.durable, error=str(error))
+            return
+        headers = {
+            **{k: v for k, v in (original.headers or {}).items() if k != MSG_ID_HEADER},
+            DEAD_REASON_HEADER: "max deliveries reached without an ack",
+            DEAD_SOURCE_HEADER: original.subject or "",
+        }
+        await self._publish_dead_letter(spec, sequence, original.data or b"", headers)
+        log.error("jetstream.dead_letter", consumer=spec.durable, subject=original.subject)
+
+    async def _publish_dead_letter(
+        self, spec: ConsumerSpec, sequence: int, data: bytes, headers: dict[str, str]
+    ) -> None:
+        ack = await self.publish(
+            dead_letter_subject(spec.stream, spec.durable),
+            data,
+            msg_id=f"dead:{spec.stream}:{sequence}",
+            headers=headers,
+        )
+        if not ack.duplicate:
+            DEAD_LETTERS.labels(spec.stream, spec.durable).inc()
+
+
+__all__ = ["Delivery", "JetStream", "Reject", "Retry"]

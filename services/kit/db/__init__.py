@@ -1,0 +1,1 @@
+"""Postgres: the asyncpg pool and per-service schema migrations."""

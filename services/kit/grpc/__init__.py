@@ -1,0 +1,1 @@
+"""gRPC server bootstrap for every service: health, reflection, interceptors, shutdown."""

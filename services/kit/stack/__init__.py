@@ -1,0 +1,1 @@
+"""Run the embedded backing services (Postgres, nats-server) as supervised children."""

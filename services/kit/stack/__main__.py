@@ -1,0 +1,108 @@
+"""``make run``: the whole stack on this machine until Ctrl-C.
+
+Data (Postgres, JetStream, tokens, logs) lives in one folder, ``.vectorops/``
+by default, and a second run reuses it. ``VECTOROPS_STACK_POSTGRES_DSN`` and
+``VECTOROPS_STACK_NATS_URL`` point the stack at an existing Postgres or NATS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from kit.stack.launcher import SERVICES, Stack, StackError, StackOptions
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"VECTOROPS_STACK_{name}", default) or None
+
+
+def _parse(argv: list[str]) -> StackOptions:
+    parser = argparse.ArgumentParser(prog="vectorops-stack", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".vectorops")))
+    parser.add_argument("--postgres-dsn", default=_env("POSTGRES_DSN"))
+    parser.add_argument("--postgres-port", type=int, default=int(_env("POSTGRES_PORT", "55432")))
+    parser.add_argument("--nats-url", default=_env("NATS_URL"))
+    parser.add_argument("--nats-port", type=int, default=int(_env("NATS_PORT", "4222")))
+    parser.add_argument(
+        "--ephemeral-ports", action="store_true", help="let the OS choose every port"
+    )
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir.resolve()
+    if args.ephemeral_ports:
+        options = StackOptions.ephemeral(data_dir)
+    else:
+        options = StackOptions(
+            data_dir=data_dir, postgres_port=args.postgres_port, nats_port=args.nats_port
+        )
+    options.postgres_dsn = args.postgres_dsn
+    options.nats_url = args.nats_url
+    return options
+
+
+def _banner(stack: Stack) -> str:
+    assert stack.tokens is not None
+    lines = ["", "vectorops is up.", "", f"  {'service':<13} {'gRPC':<18} metrics"]
+    for service in SERVICES:
+        endpoint = stack.endpoints[service]
+        lines.append(f"  {service.value:<13} {endpoint.target:<18} {endpoint.metrics_url}")
+    first = stack.endpoints[SERVICES[0]].target
+    lines += [
+        "",
+        f"  postgres      {stack.postgres_dsn}",
+        f"  nats          {stack.nats_url}",
+        f"  logs          {stack.options.data_dir / 'logs'}",
+        "",
+        f"  dev admin token: {stack.tokens.clear['admin']}",
+        f"  dev user token:  {stack.tokens.clear['user']}",
+        "",
+        f"  try:  .venv/bin/grpcurl -plaintext {first} list",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    options = _parse(sys.argv[1:] if argv is None else argv)
+    stopping = threading.Event()
+    # Ctrl-C, SIGTERM and SIGHUP all mean: stop everything, in order. The children
+    # run in their own sessions, so only this process hears the terminal.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stopping.set())
+    stack = Stack(options)
+    try:
+        stack.start()
+    except StackError as error:
+        print(f"vectorops failed to start: {error}", file=sys.stderr, flush=True)
+        return 1
+    code = 0
+    try:
+        if not stopping.is_set():
+            print(_banner(stack), flush=True)
+        while not stopping.wait(1.0):
+            died = stack.exited()
+            for service, status in died.items():
+                print(
+                    f"{service.value} exited with code {status}:\n{stack.log_tail(service)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if died:
+                code = 1
+                break
+    finally:
+        print("stopping vectorops…", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The whole stack on one machine: Postgres, nats-server and the five services.
+
+``make run`` and the integration tests both use ``Stack``, so the tests start
+exactly what a developer runs. Infrastructure is embedded unless a URL points
+at an existing Postgres or NATS. Services are started from the main thread
+(their parent-death signal is tied to the spawning thread) and stopped in
+reverse: services first, so they drain against a live Postgres and NATS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kit.config import DEFAULT_GRPC_PORTS, DEFAULT_METRICS_PORTS, ENV_PREFIX, ServiceName
+from kit.stack.nats import NatsServer
+from kit.stack.postgres import EmbeddedPostgres
+from kit.stack.process import log_tail, spawn, stop
+from kit.stack.tokens import DevTokens, ensure_dev_tokens
+
+logger = logging.getLogger(__name__)
+
+# Started together; listed in the order they are stopped last-to-first.
+SERVICES = (
+    ServiceName.RESOURCES,
+    ServiceName.AUDIT,
+    ServiceName.EMBEDDER,
+    ServiceName.ORCHESTRATOR,
+    ServiceName.INDEXER,
+)
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    # None → the design's default ports; 0 → free ports (tests).
+    grpc_ports: Mapping[ServiceName, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
+    metrics_ports: Mapping[ServiceName, int] = field(
+        default_factory=lambda: dict(DEFAULT_METRICS_PORTS)
+    )
+    postgres_dsn: str | None = None  # an existing Postgres; None → embedded
+    postgres_port: int | None = None  # TCP port of the embedded Postgres; None → socket only
+    nats_url: str | None = None  # an existing NATS; None → embedded
+    nats_port: int = 0
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    start_timeout: float = 120.0
+
+    @classmethod
+    def ephemeral(cls, data_dir: Path) -> StackOptions:
+        """Every port chosen by the OS: for tests."""
+        return cls(
+            data_dir=data_dir,
+            grpc_ports=dict.fromkeys(SERVICES, 0),
+            metrics_ports=dict.fromkeys(SERVICES, 0),
+        )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    service: ServiceName
+    grpc_port: int
+    metrics_port: int
+    pid: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: NatsServer | None = None
+        self.tokens: DevTokens | None = None
+        self.endpoints: dict[ServiceName, Endpoint] = {}
+        self._procs: dict[ServiceName, subprocess.Popen[bytes]] = {}
+        self.postgres_dsn = options.postgres_dsn or ""
+        self.nats_url = options.nats_url or ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        options = self.options
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.tokens = ensure_dev_tokens(options.data_dir)
+        try:
+            if options.postgres_dsn is None:
+                self.postgres = EmbeddedPostgres(
+                    options.data_dir / "postgres", port=options.postgres_port, host=options.host
+                )
+                self.postgres.start()
+                self.postgres_dsn = self.postgres.dsn
+            if options.nats_url is None:
+                self.nats = NatsServer(options.data_dir / "nats", port=options.nats_port)
+                self.nats.start()
+                self.nats_url = self.nats.url
+            for service in SERVICES:
+                self._spawn(service)
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop services (they drain), then NATS, then Postgres. Safe to call twice."""
+        for service in reversed(SERVICES):
+            proc = self._procs.pop(service, None)
+            if proc is not None:
+                stop(proc, signal.SIGTERM, timeout=20)
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack, by name: for checks that nothing outlives it."""
+        found = {service.value: proc.pid for service, proc in self._procs.items()}
+        if self.postgres is not None and self.postgres.pid is not None:
+            found["postgres"] = self.postgres.pid
+        if self.nats is not None and self.nats.pid is not None:
+            found["nats-server"] = self.nats.pid
+        return found
+
+    def exited(self) -> dict[ServiceName, int]:
+        """Services whose process has ended, with their exit codes."""
+        return {
+            service: proc.returncode
+            for service, proc in self._procs.items()
+            if proc.poll() is not None
+        }
+
+    def log_tail(self, service: ServiceName) -> str:
+        return log_tail(self._log_path(service))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _log_path(self, service: ServiceName) -> Path:
+        return self.options.data_dir / "logs" / f"{service.value}.log"
+
+    def _ready_path(self, service: ServiceName) -> Path:
+        return self.options.data_dir / "run" / f"{service.value}.ready.json"
+
+    def _service_env(self, service: ServiceName) -> dict[str, str]:
+        assert self.tokens is not None
+        options = self.options
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            f"{ENV_PREFIX}GRPC_HOST": options.host,
+            f"{ENV_PREFIX}GRPC_PORT": str(options.grpc_ports[service]),
+            f"{ENV_PREFIX}METRICS_HOST": options.host,
+            f"{ENV_PREFIX}METRICS_PORT": str(options.metrics_ports[service]),
+            f"{ENV_PREFIX}POSTGRES_DSN": self.postgres_dsn,
+            f"{ENV_PREFIX}NATS_URL": self.nats_url,
+            f"{ENV_PREFIX}AUTH_TOKENS_FILE": str(self.tokens.hashes_file),
+            f"{ENV_PREFIX}READY_FILE": str(self._ready_path(service)),
+            **options.extra_env,
+        }
+        return env
+
+    def _spawn(self, service: ServiceName) -> None:
+        ready = self._ready_path(service)
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.unlink(missing_ok=True)
+        self._procs[service] = spawn(
+            [sys.executable, "-m", service.value],
+            log_path=self._log_path(service),
+            env=self._service_env(service),
+        )
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + self.options.start_timeout
+        waiting = set(SERVICES)
+        while waiting:
+            for service in sorted(waiting):
+                proc = self._procs[service]
+                if proc.poll() is not None:
+                    raise StackError(
+                        f"{service.value} exited with code {proc.returncode} while starting:\n"
+                        f"{self.log_tail(service)}"
+                    )
+                ready = self._ready_path(service)
+                if not ready.exists():
+                    continue
+                report = json.loads(ready.read_text())
+                endpoint = Endpoint(
+                    service=service,
+                    grpc_port=report["grpc_port"],
+                    metrics_port=report["metrics_port"],
+                    pid=proc.pid,
+                    log_path=self._log_path(service),
+                )
+                if health_status(endpoint.target) == health_pb2.HealthCheckResponse.SERVING:
+                    self.endpoints[service] = endpoint
+                    waiting.discard(service)
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(sorted(s.value for s in waiting))
+                raise StackError(f"not SERVING after {self.options.start_timeout:.0f} s: {names}")
+            if waiting:
+                time.sleep(0.2)
+
+
+def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:
+    """The ``grpc.health.v1`` status of ``service`` at ``target`` (UNKNOWN when unreachable)."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return health_pb2.HealthCheckResponse.UNKNOWN
+    return response.status

@@ -1,0 +1,1 @@
+"""The resources service: per-owner quotas, estimates, reservations and usage."""

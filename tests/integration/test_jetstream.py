@@ -1,0 +1,125 @@
+"""The JetStream client against a real nats-server: idempotent topology, dedup on
+Nats-Msg-Id, and a pull consumer that acks, retries and dead-letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from kit.bus.jetstream import DEAD_REASON_HEADER, Delivery, JetStream, Reject
+from kit.bus.topology import ALL_STREAMS, DEAD, ConsumerSpec, Retention, StreamSpec
+
+
+@pytest.fixture
+async def bus(nats_server):  # noqa: ANN001
+    bus = await JetStream.connect(nats_server.url, name="jetstream-test")
+    await bus.ensure_streams(ALL_STREAMS)
+    yield bus
+    await bus.close()
+
+
+async def _work_queue(bus: JetStream) -> tuple[StreamSpec, str]:
+    name = f"T_{uuid.uuid4().hex[:8].upper()}"
+    spec = StreamSpec(name, (f"t.{name.lower()}.>",), Retention.WORK_QUEUE)
+    await bus.ensure_streams([spec])
+    return spec, f"t.{name.lower()}.job"
+
+
+async def _consume_until(bus: JetStream, consumer: ConsumerSpec, handler, done: asyncio.Event) -> None:  # noqa: ANN001
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.consume(consumer, handler, fetch_timeout=0.2, stop=stop))
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_declaring_the_topology_twice_changes_nothing(bus: JetStream) -> None:
+    await bus.ensure_streams(ALL_STREAMS)
+    names = {info.config.name for info in await bus.js.streams_info()}
+    assert {spec.name for spec in ALL_STREAMS} <= names
+    commands = await bus.js.stream_info("VO_COMMANDS")
+    assert commands.config.retention == "workqueue"
+    assert commands.config.storage == "file"
+
+
+async def test_same_msg_id_is_stored_once(bus: JetStream) -> None:
+    spec, subject = await _work_queue(bus)
+    first = await bus.publish(subject, b"x", msg_id="same-id")
+    second = await bus.publish(subject, b"x", msg_id="same-id")
+    assert not first.duplicate and second.duplicate
+    assert (await bus.js.stream_info(spec.name)).state.messages == 1
+
+
+async def test_transient_failure_is_retried_then_acked(bus: JetStream) -> None:
+    spec, subject = await _work_queue(bus)
+    consumer = ConsumerSpec(spec.name, "worker", (subject,), retry_delays_seconds=(0.1,))
+    attempts: list[int] = []
+    done = asyncio.Event()
+
+    async def flaky(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if delivery.attempt < 3:
+            raise ConnectionError("store not reachable yet")
+        done.set()
+
+    await bus.publish(subject, b"job", msg_id=str(uuid.uuid4()))
+    await _consume_until(bus, consumer, flaky, done)
+    assert attempts == [1, 2, 3]
+    await asyncio.sleep(0.2)
+    # Acked on a work queue: removed from the stream.
+    assert (await bus.js.stream_info(spec.name)).state.messages == 0
+
+
+async def _dead_letters_of(bus: JetStream, stream: str, durable: str) -> list:  # noqa: ANN001
+    subject = f"vo.dead.{stream}.{durable}"
+    sub = await bus.js.pull_subscribe(subject, durable=None, stream=DEAD.name)
+    try:
+        return await sub.fetch(10, timeout=2)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_message_exhausting_its_deliveries_becomes_a_dead_letter(bus: JetStream) -> None:
+    spec, subject = await _work_queue(bus)
+    consumer = ConsumerSpec(
+        spec.name, "worker", (subject,), max_deliver=3, retry_delays_seconds=(0.05,)
+    )
+    attempts: list[int] = []
+    done = asyncio.Event()
+
+    async def broken(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if delivery.last_attempt:
+            done.set()
+        raise ValueError("cannot parse")
+
+    await bus.publish(subject, b"poison", msg_id=str(uuid.uuid4()))
+    await _consume_until(bus, consumer, broken, done)
+    assert attempts == [1, 2, 3]
+    dead = await _dead_letters_of(bus, spec.name, "worker")
+    assert [m.data for m in dead] == [b"poison"]
+    assert "max deliveries reached: cannot parse" in dead[0].headers[DEAD_REASON_HEADER]
+
+
+async def test_rejected_message_goes_to_dead_letters_at_once(bus: JetStream) -> None:
+    spec, subject = await _work_queue(bus)
+    consumer = ConsumerSpec(spec.name, "worker", (subject,))
+    attempts: list[int] = []
+    done = asyncio.Event()
+
+    async def rejecting(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        done.set()
+        raise Reject("unknown payload type")
+
+    await bus.publish(subject, b"alien", msg_id=str(uuid.uuid4()))
+    await _consume_until(bus, consumer, rejecting, done)
+    await asyncio.sleep(0.3)
+    assert attempts == [1]
+    dead = await _dead_letters_of(bus, spec.name, "worker")
+    assert [m.data for m in dead] == [b"alien"]
+    assert "rejected: unknown payload type" in dead[0].headers[DEAD_REASON_HEADER]
