@@ -39,15 +39,16 @@ proto: $(STUBS)
 
 lint-proto: $(NODE_INSTALLED)
 	$(BUF) lint
-	$(BUF) format --diff --exit-code
+	$(BUF) format -d --exit-code
 
-lint: $(INSTALLED)
+lint: $(STUBS)
 	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
 
 run: $(STUBS)
 	$(PY) -m kit.stack
 
-test: $(STUBS) lint-proto
+test: $(STUBS) lint-proto lint
 	$(PY) -m pytest -q
 
 clean:

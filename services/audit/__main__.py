@@ -1,8 +1,7 @@
 """Entry point: `python -m audit`."""
 
-from kit.runtime import run
-
 from audit.server import SPEC
+from kit.runtime import run
 
 if __name__ == "__main__":
     run(SPEC)

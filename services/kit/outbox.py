@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from kit.bus.jetstream import JetStream
 from kit.logs import get_logger
+from vectorops.events.v1 import envelope_pb2
 
 log = get_logger(__name__)
 
@@ -57,6 +58,13 @@ async def enqueue(
     )
     # Delivered at commit only: wakes the dispatchers without waiting for their next poll.
     await conn.execute("SELECT pg_notify($1, '')", _channel(schema))
+
+
+async def enqueue_event(
+    conn: asyncpg.Connection, schema: str, subject: str, envelope: envelope_pb2.Envelope
+) -> None:
+    """Put an envelope in the outbox, in the caller's transaction; its event id dedups it."""
+    await enqueue(conn, schema, subject, envelope.SerializeToString(), uuid.UUID(envelope.event_id))
 
 
 class OutboxDispatcher:
@@ -140,7 +148,7 @@ class OutboxDispatcher:
                     log.warning("outbox.dispatch_failed", error=str(error))
                     sent = 0
                 if sent < self._batch_size:  # a full batch means more may be waiting
-                    await _first_of(self._wake, stop, timeout=self._poll_seconds)
+                    await _first_of(self._wake, stop, seconds=self._poll_seconds)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(_channel(self._schema), self._on_notify)
@@ -150,11 +158,11 @@ class OutboxDispatcher:
         self._wake.set()
 
 
-async def _first_of(*events: asyncio.Event, timeout: float) -> None:
-    """Return when any of ``events`` is set or after ``timeout`` seconds."""
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Return when any of ``events`` is set or after ``seconds``."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

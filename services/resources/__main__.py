@@ -1,7 +1,6 @@
 """Entry point: `python -m resources`."""
 
 from kit.runtime import run
-
 from resources.server import SPEC
 
 if __name__ == "__main__":

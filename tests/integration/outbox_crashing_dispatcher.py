@@ -17,7 +17,7 @@ from kit.outbox import OutboxDispatcher
 
 class DyingJetStream(JetStream):
     def __init__(self, inner: JetStream, publishes_before_death: int) -> None:
-        super().__init__(inner.nc, inner.js, "file", 1)
+        super().__init__(inner.nc, inner.js, "file", 1, inner.name)
         self._left = publishes_before_death
 
     async def publish(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201

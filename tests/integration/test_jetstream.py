@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import nats.errors
 import pytest
 
-from kit.bus.jetstream import DEAD_REASON_HEADER, Delivery, JetStream, Reject
+from kit.bus.jetstream import Delivery, JetStream, Reject
 from kit.bus.topology import ALL_STREAMS, DEAD, ConsumerSpec, Retention, StreamSpec
+from kit.events import new_envelope, parse_envelope, unpack
+from vectorops.events.v1 import dead_letter_pb2, usage_pb2
 
 
 @pytest.fixture
@@ -27,7 +30,9 @@ async def _work_queue(bus: JetStream) -> tuple[StreamSpec, str]:
     return spec, f"t.{name.lower()}.job"
 
 
-async def _consume_until(bus: JetStream, consumer: ConsumerSpec, handler, done: asyncio.Event) -> None:  # noqa: ANN001
+async def _consume_until(
+    bus: JetStream, consumer: ConsumerSpec, handler, done: asyncio.Event
+) -> None:  # noqa: ANN001
     stop = asyncio.Event()
     task = asyncio.create_task(bus.consume(consumer, handler, fetch_timeout=0.2, stop=stop))
     try:
@@ -74,13 +79,18 @@ async def test_transient_failure_is_retried_then_acked(bus: JetStream) -> None:
     assert (await bus.js.stream_info(spec.name)).state.messages == 0
 
 
-async def _dead_letters_of(bus: JetStream, stream: str, durable: str) -> list:  # noqa: ANN001
+async def _dead_letters_of(bus: JetStream, stream: str, durable: str):  # noqa: ANN201
+    """(envelope, DeadLetter) of each dead letter of a consumer."""
     subject = f"vo.dead.{stream}.{durable}"
     sub = await bus.js.pull_subscribe(subject, durable=None, stream=DEAD.name)
     try:
-        return await sub.fetch(10, timeout=2)
+        messages = await sub.fetch(10, timeout=1)
+    except nats.errors.TimeoutError:
+        messages = []
     finally:
         await sub.unsubscribe()
+    envelopes = [parse_envelope(m.data) for m in messages]
+    return [(e, unpack(e, dead_letter_pb2.DeadLetter)) for e in envelopes]
 
 
 async def test_message_exhausting_its_deliveries_becomes_a_dead_letter(bus: JetStream) -> None:
@@ -97,12 +107,64 @@ async def test_message_exhausting_its_deliveries_becomes_a_dead_letter(bus: JetS
             done.set()
         raise ValueError("cannot parse")
 
-    await bus.publish(subject, b"poison", msg_id=str(uuid.uuid4()))
+    original = new_envelope(
+        usage_pb2.UsageDelta(), producer="test", operation_id="op-1", collection_id="col-1"
+    )
+    await bus.publish(subject, original.SerializeToString(), msg_id=original.event_id)
     await _consume_until(bus, consumer, broken, done)
     assert attempts == [1, 2, 3]
-    dead = await _dead_letters_of(bus, spec.name, "worker")
-    assert [m.data for m in dead] == [b"poison"]
-    assert "max deliveries reached: cannot parse" in dead[0].headers[DEAD_REASON_HEADER]
+    [(envelope, dead)] = await _dead_letters_of(bus, spec.name, "worker")
+    # The ids travel on the dead letter's envelope: the operation can be failed from it.
+    assert (envelope.operation_id, envelope.collection_id) == ("op-1", "col-1")
+    assert envelope.causation_id == original.event_id
+    assert dead.original_envelope == original.SerializeToString()
+    assert (dead.original_event_id, dead.original_type) == (
+        original.event_id,
+        "vectorops.events.v1.UsageDelta",
+    )
+    assert (dead.stream, dead.consumer, dead.subject, dead.deliveries) == (
+        spec.name,
+        "worker",
+        subject,
+        3,
+    )
+    assert "max deliveries reached: cannot parse" in dead.reason
+
+
+async def test_message_never_acked_becomes_a_dead_letter_from_the_advisory(
+    bus: JetStream,
+) -> None:
+    """A consumer that takes a message and never acks it (as one that crashes each
+    time would): the server gives up after max_deliver, and its advisory makes the
+    dead letter."""
+    spec, subject = await _work_queue(bus)
+    consumer = ConsumerSpec(spec.name, "worker", (subject,), max_deliver=2, ack_wait_seconds=0.5)
+    await bus.ensure_consumer(consumer)
+    watcher = await bus.watch_max_deliveries(consumer)
+    original = new_envelope(usage_pb2.UsageDelta(), producer="test", operation_id="op-2")
+    await bus.publish(subject, original.SerializeToString(), msg_id=original.event_id)
+    crashing = await bus.js.pull_subscribe_bind(consumer.durable, stream=spec.name)
+    try:
+        for delivery in (1, 2):
+            [message] = await crashing.fetch(1, timeout=5)  # taken, never acked
+            assert message.metadata.num_delivered == delivery
+        # The server notices the exhausted message when a consumer pulls again (as a
+        # restarted one would); it delivers nothing and sends the advisory.
+        with pytest.raises(nats.errors.TimeoutError):
+            await crashing.fetch(1, timeout=2)
+        letters = []
+        for _ in range(20):
+            letters = await _dead_letters_of(bus, spec.name, "worker")
+            if letters:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await crashing.unsubscribe()
+        await watcher.unsubscribe()
+    [(envelope, dead)] = letters
+    assert envelope.operation_id == "op-2"
+    assert dead.deliveries == 2
+    assert dead.reason == "max deliveries reached without an ack"
 
 
 async def test_rejected_message_goes_to_dead_letters_at_once(bus: JetStream) -> None:
@@ -120,6 +182,7 @@ async def test_rejected_message_goes_to_dead_letters_at_once(bus: JetStream) -> 
     await _consume_until(bus, consumer, rejecting, done)
     await asyncio.sleep(0.3)
     assert attempts == [1]
-    dead = await _dead_letters_of(bus, spec.name, "worker")
-    assert [m.data for m in dead] == [b"alien"]
-    assert "rejected: unknown payload type" in dead[0].headers[DEAD_REASON_HEADER]
+    [(envelope, dead)] = await _dead_letters_of(bus, spec.name, "worker")
+    assert dead.original_envelope == b"alien"  # not an envelope: kept verbatim, without ids
+    assert envelope.operation_id == "" and dead.original_event_id == ""
+    assert "rejected: unknown payload type" in dead.reason

@@ -8,7 +8,6 @@ dispatchers racing and a third one SIGKILLed in the middle of a batch.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import asyncpg
 import pytest
 
 from kit.bus.jetstream import JetStream
-from kit.bus.topology import StreamSpec, Retention
+from kit.bus.topology import Retention, StreamSpec
 from kit.db.migrations import load_migrations, migrate
 from kit.outbox import OutboxDispatcher, enqueue
 
@@ -97,7 +96,10 @@ async def test_rolled_back_event_is_never_published(pool, bus) -> None:  # noqa:
 
 
 async def test_committed_events_published_exactly_once_despite_races_and_a_crash(
-    pool, bus, database: str, nats_server  # noqa: ANN001
+    pool,
+    bus,
+    database: str,
+    nats_server,  # noqa: ANN001
 ) -> None:
     spec = await _stream(bus)
     subject = spec.subjects[0].replace(">", "evt")

@@ -49,7 +49,9 @@ def _stack_processes(data_dir: Path) -> dict[str, int]:
         pids[service.value] = report["pid"]
     pids["postgres"] = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
     for proc in psutil.process_iter(["name", "cmdline"]):
-        if proc.info["name"] == "nats-server" and str(data_dir) in " ".join(proc.info["cmdline"] or []):
+        if proc.info["name"] == "nats-server" and str(data_dir) in " ".join(
+            proc.info["cmdline"] or []
+        ):
             pids["nats-server"] = proc.pid
     return pids
 

@@ -31,10 +31,15 @@ def test_environment_overrides_and_port_zero(monkeypatch: pytest.MonkeyPatch) ->
         ("VECTOROPS_LOG_LEVEL", "chatty"),
         ("VECTOROPS_JETSTREAM_STORAGE", "tape"),
         ("VECTOROPS_AUTH_TOKENS", '[{"sha256": "nothex", "principal": "a", "role": "user"}]'),
-        ("VECTOROPS_AUTH_TOKENS", '[{"sha256": "' + "a" * 64 + '", "principal": "a", "role": "root"}]'),
+        (
+            "VECTOROPS_AUTH_TOKENS",
+            '[{"sha256": "' + "a" * 64 + '", "principal": "a", "role": "root"}]',
+        ),
     ],
 )
-def test_invalid_values_fail_at_start(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_invalid_values_fail_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()

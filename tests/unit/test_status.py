@@ -15,7 +15,9 @@ from kit.grpc.status import error_info, grpc_code, to_status
 
 
 def test_not_found_carries_reason_and_metadata() -> None:
-    error = NotFound("collection c1 not found", reason="COLLECTION_NOT_FOUND", metadata={"id": "c1"})
+    error = NotFound(
+        "collection c1 not found", reason="COLLECTION_NOT_FOUND", metadata={"id": "c1"}
+    )
     status = to_status(error)
     assert status.code == code_pb2.NOT_FOUND
     assert grpc_code(error) is grpc.StatusCode.NOT_FOUND

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 from prometheus_client import Counter
 
 from kit.bus.topology import ConsumerSpec, StreamSpec, dead_letter_subject
+from kit.events import EnvelopeError, new_envelope, parse_envelope
 from kit.logs import get_logger
+from vectorops.events.v1 import dead_letter_pb2
 
 log = get_logger(__name__)
 
@@ -44,8 +47,6 @@ DEAD_LETTERS = Counter(
 )
 
 MSG_ID_HEADER = "Nats-Msg-Id"
-DEAD_REASON_HEADER = "Vo-Dead-Reason"
-DEAD_SOURCE_HEADER = "Vo-Dead-Source"
 
 
 class Retry(Exception):
@@ -105,7 +106,10 @@ def _consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
 class JetStream:
     """One NATS connection and its JetStream context, shared by a service."""
 
-    def __init__(self, nc: NatsClient, js: JetStreamContext, storage: str, replicas: int) -> None:
+    def __init__(
+        self, nc: NatsClient, js: JetStreamContext, storage: str, replicas: int, name: str
+    ) -> None:
+        self.name = name  # the producer named in the envelopes this client writes
         self.nc = nc
         self.js = js
         self._storage = storage
@@ -123,7 +127,7 @@ class JetStream:
             reconnect_time_wait=0.5,
             connect_timeout=5,
         )
-        return cls(nc, nc.jetstream(), storage, replicas)
+        return cls(nc, nc.jetstream(), storage, replicas, name)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -178,14 +182,7 @@ class JetStream:
         """
         await self.ensure_consumer(spec)
         subscription = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
-
-        async def on_advisory(advisory: Msg) -> None:
-            await self._dead_letter_from_advisory(spec, advisory)
-
-        advisories = await self.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.{spec.durable}",
-            cb=on_advisory,
-        )
+        advisories = await self.watch_max_deliveries(spec)
         stop = stop or asyncio.Event()
         try:
             while not stop.is_set():
@@ -239,17 +236,22 @@ class JetStream:
 
     async def _dead_letter(self, spec: ConsumerSpec, msg: Msg, reason: str) -> None:
         """Keep the message, with why it failed, in VO_DEAD; then stop its redelivery."""
-        sequence = msg.metadata.sequence.stream
-        headers = {
-            **{k: v for k, v in (msg.headers or {}).items() if k != MSG_ID_HEADER},
-            DEAD_REASON_HEADER: reason[:1000],
-            DEAD_SOURCE_HEADER: msg.subject,
-        }
-        await self._publish_dead_letter(spec, sequence, msg.data, headers)
+        metadata = msg.metadata
+        await self._publish_dead_letter(
+            spec, msg.subject, metadata.sequence.stream, metadata.num_delivered, msg.data, reason
+        )
         await msg.term()
         CONSUMED.labels(spec.stream, spec.durable, "dead_letter").inc()
-        log.error(
-            "jetstream.dead_letter", consumer=spec.durable, subject=msg.subject, reason=reason
+
+    async def watch_max_deliveries(self, spec: ConsumerSpec) -> Subscription:
+        """Dead-letter what the server gives up on for ``spec`` (unsubscribe to stop)."""
+
+        async def on_advisory(advisory: Msg) -> None:
+            await self._dead_letter_from_advisory(spec, advisory)
+
+        return await self.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.{spec.durable}",
+            cb=on_advisory,
         )
 
     async def _dead_letter_from_advisory(self, spec: ConsumerSpec, advisory: Msg) -> None:
@@ -257,30 +259,70 @@ class JetStream:
         crashed each time): copy it to the dead letters too. Every replica hears the
         advisory; the dedup id makes one copy."""
         try:
-            sequence = json.loads(advisory.data)["stream_seq"]
-            original = await self.js.get_msg(spec.stream, sequence)
+            report = json.loads(advisory.data)
+            original = await self.js.get_msg(spec.stream, report["stream_seq"])
         except Exception as error:  # noqa: BLE001 - an advisory is best effort, never fatal
             log.warning("jetstream.advisory_unreadable", consumer=spec.durable, error=str(error))
             return
-        headers = {
-            **{k: v for k, v in (original.headers or {}).items() if k != MSG_ID_HEADER},
-            DEAD_REASON_HEADER: "max deliveries reached without an ack",
-            DEAD_SOURCE_HEADER: original.subject or "",
-        }
-        await self._publish_dead_letter(spec, sequence, original.data or b"", headers)
-        log.error("jetstream.dead_letter", consumer=spec.durable, subject=original.subject)
+        await self._publish_dead_letter(
+            spec,
+            original.subject or "",
+            report["stream_seq"],
+            report.get("deliveries", spec.max_deliver),
+            original.data or b"",
+            "max deliveries reached without an ack",
+        )
 
     async def _publish_dead_letter(
-        self, spec: ConsumerSpec, sequence: int, data: bytes, headers: dict[str, str]
+        self,
+        spec: ConsumerSpec,
+        subject: str,
+        sequence: int,
+        deliveries: int,
+        data: bytes,
+        reason: str,
     ) -> None:
+        """Publish a ``DeadLetter`` envelope that carries the original ids, so whoever
+        owns the operation can fail it without parsing the original message."""
+        dead = dead_letter_pb2.DeadLetter(
+            stream=spec.stream,
+            consumer=spec.durable,
+            subject=subject,
+            stream_sequence=sequence,
+            deliveries=deliveries,
+            original_envelope=data,
+            reason=reason[:2000],
+        )
+        dead.dead_time.GetCurrentTime()
+        ids: dict[str, str] = {}
+        try:
+            original = parse_envelope(data)
+        except EnvelopeError:
+            pass  # not ours to parse: keep the bytes verbatim, without ids
+        else:
+            dead.original_event_id, dead.original_type = original.event_id, original.type
+            ids = {
+                "operation_id": original.operation_id,
+                "collection_id": original.collection_id,
+                "owner_id": original.owner_id,
+                "trace_id": original.trace_id,
+                "causation_id": original.event_id,
+            }
+        envelope = new_envelope(dead, producer=self.name, **ids)
         ack = await self.publish(
             dead_letter_subject(spec.stream, spec.durable),
-            data,
+            envelope.SerializeToString(),
             msg_id=f"dead:{spec.stream}:{sequence}",
-            headers=headers,
         )
         if not ack.duplicate:
             DEAD_LETTERS.labels(spec.stream, spec.durable).inc()
+        log.error(
+            "jetstream.dead_letter",
+            consumer=spec.durable,
+            subject=subject,
+            reason=reason,
+            operation_id=ids.get("operation_id"),
+        )
 
 
 __all__ = ["Delivery", "JetStream", "Reject", "Retry"]

@@ -90,16 +90,20 @@ def wrap_handler(
     if handler.unary_stream:
         inner = handler.unary_stream
 
-        def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return around_stream(inner, request, context)
+        # An async generator function itself: grpc.aio decides how to drive a
+        # streaming handler from its kind, not from what it returns.
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for response in around_stream(inner, request, context):
+                yield response
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
         )
     inner = handler.stream_stream
 
-    def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        return around_stream(inner, requests, context)
+    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for response in around_stream(inner, requests, context):
+            yield response
 
     return grpc.stream_stream_rpc_method_handler(
         stream_stream, handler.request_deserializer, handler.response_serializer
