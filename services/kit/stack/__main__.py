@@ -15,7 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kit.stack.launcher import SERVICES, Stack, StackError, StackOptions
+from kit.config import ServiceName
+from kit.stack.launcher import Stack, StackError, StackOptions
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -48,10 +49,10 @@ def _parse(argv: list[str]) -> StackOptions:
 def _banner(stack: Stack) -> str:
     assert stack.tokens is not None
     lines = ["", "vectorops is up.", "", f"  {'service':<13} {'gRPC':<18} metrics"]
-    for service in SERVICES:
-        endpoint = stack.endpoints[service]
+    for endpoint in sorted(stack.endpoints.values(), key=lambda e: e.grpc_port):
+        service = endpoint.service
         lines.append(f"  {service.value:<13} {endpoint.target:<18} {endpoint.metrics_url}")
-    first = stack.endpoints[SERVICES[0]].target
+    first = stack.endpoints[ServiceName.ORCHESTRATOR].target
     lines += [
         "",
         f"  postgres      {stack.postgres_dsn}",
