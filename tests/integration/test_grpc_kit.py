@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from kit.auth import Principal, Role, TokenAuthenticator, digest
 from kit.errors import FailedPrecondition, NotFound
@@ -167,3 +168,31 @@ async def test_enter_graceful_shutdown_flips_every_service_to_not_serving() -> N
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await running.server.stop(0)
+
+
+def _handled(method: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "grpc_server_handled_total",
+        {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": method, "grpc_code": code},
+    )
+    return value or 0.0
+
+
+async def test_metrics_count_each_outcome_by_its_status_code(served) -> None:  # noqa: ANN001
+    _, _, channel = served
+    before = {
+        ("WhoAmI", "OK"): _handled("WhoAmI", "OK"),
+        ("WhoAmI", "UNAUTHENTICATED"): _handled("WhoAmI", "UNAUTHENTICATED"),
+        ("Fail", "NOT_FOUND"): _handled("Fail", "NOT_FOUND"),
+        ("Fail", "INTERNAL"): _handled("Fail", "INTERNAL"),
+    }
+    await _unary(channel, "WhoAmI")(Text(), metadata=AUTH)
+    for call in (
+        _unary(channel, "WhoAmI")(Text()),
+        _unary(channel, "Fail")(Text(value="domain"), metadata=AUTH),
+        _unary(channel, "Fail")(Text(value="bug"), metadata=AUTH),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+    after = {key: _handled(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == dict.fromkeys(before, 1.0)
