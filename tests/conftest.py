@@ -49,13 +49,13 @@ def nats_server(infra_dir: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def database(postgres) -> str:  # noqa: ANN001
+def database(postgres) -> str:
     """A fresh database of the shared server, for one test."""
     return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session")
-def stack(infra_dir: Path, postgres, nats_server) -> Iterator[object]:  # noqa: ANN001
+def stack(infra_dir: Path, postgres, nats_server) -> Iterator[object]:
     """The five services, started by the same launcher as `make run`, on free ports."""
     from kit.stack.launcher import Stack, StackOptions
 

@@ -7,7 +7,7 @@ from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.audit.v1 import audit_service_pb2_grpc
 
 
-def bindings(ctx: ServiceContext):  # noqa: ANN201
+def bindings(ctx: ServiceContext):
     return [unimplemented(audit_service_pb2_grpc, "AuditService")]
 
 

@@ -7,7 +7,7 @@ from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.embedder.v1 import embedder_service_pb2_grpc
 
 
-def bindings(ctx: ServiceContext):  # noqa: ANN201
+def bindings(ctx: ServiceContext):
     return [unimplemented(embedder_service_pb2_grpc, "EmbedderService")]
 
 

@@ -7,7 +7,7 @@ from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.indexer.v1 import document_service_pb2_grpc, search_service_pb2_grpc
 
 
-def bindings(ctx: ServiceContext):  # noqa: ANN201
+def bindings(ctx: ServiceContext):
     return [
         unimplemented(search_service_pb2_grpc, "SearchService"),
         unimplemented(document_service_pb2_grpc, "DocumentService"),

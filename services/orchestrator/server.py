@@ -11,7 +11,7 @@ from vectorops.orchestrator.v1 import (
 )
 
 
-def bindings(ctx: ServiceContext):  # noqa: ANN201
+def bindings(ctx: ServiceContext):
     return [
         unimplemented(collection_service_pb2_grpc, "CollectionService"),
         unimplemented(operation_service_pb2_grpc, "OperationService"),

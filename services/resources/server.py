@@ -7,7 +7,7 @@ from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.resources.v1 import resource_service_pb2_grpc
 
 
-def bindings(ctx: ServiceContext):  # noqa: ANN201
+def bindings(ctx: ServiceContext):
     return [unimplemented(resource_service_pb2_grpc, "ResourceService")]
 
 

@@ -20,7 +20,7 @@ class DyingJetStream(JetStream):
         super().__init__(inner.nc, inner.js, "file", 1, inner.name)
         self._left = publishes_before_death
 
-    async def publish(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    async def publish(self, *args, **kwargs):
         ack = await super().publish(*args, **kwargs)
         self._left -= 1
         if self._left == 0:

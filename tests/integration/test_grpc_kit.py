@@ -81,17 +81,17 @@ async def served() -> AsyncIterator[tuple[RunningServer, Echo, grpc.aio.Channel]
 AUTH = (("authorization", "Bearer alice-token"),)
 
 
-def _unary(channel: grpc.aio.Channel, method: str):  # noqa: ANN202
+def _unary(channel: grpc.aio.Channel, method: str):
     return channel.unary_unary(f"/{SERVICE}/{method}", Text.SerializeToString, Text.FromString)
 
 
-async def test_auth_puts_the_principal_in_reach_of_the_servicer(served) -> None:  # noqa: ANN001
+async def test_auth_puts_the_principal_in_reach_of_the_servicer(served) -> None:
     _, _, channel = served
     reply = await _unary(channel, "WhoAmI")(Text(), metadata=AUTH)
     assert reply.value == "alice:user"
 
 
-async def test_unknown_token_is_unauthenticated_on_unary_and_stream(served) -> None:  # noqa: ANN001
+async def test_unknown_token_is_unauthenticated_on_unary_and_stream(served) -> None:
     _, _, channel = served
     bad = (("authorization", "Bearer nope"),)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -103,7 +103,7 @@ async def test_unknown_token_is_unauthenticated_on_unary_and_stream(served) -> N
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_domain_error_maps_to_its_code_with_error_info(served) -> None:  # noqa: ANN001
+async def test_domain_error_maps_to_its_code_with_error_info(served) -> None:
     _, _, channel = served
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _unary(channel, "Fail")(Text(value="domain"), metadata=AUTH)
@@ -113,7 +113,7 @@ async def test_domain_error_maps_to_its_code_with_error_info(served) -> None:  #
     assert info is not None and info.reason == "COLLECTION_NOT_FOUND"
 
 
-async def test_unexpected_error_is_internal_and_reveals_nothing(served) -> None:  # noqa: ANN001
+async def test_unexpected_error_is_internal_and_reveals_nothing(served) -> None:
     _, _, channel = served
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _unary(channel, "Fail")(Text(value="bug"), metadata=AUTH)
@@ -123,7 +123,7 @@ async def test_unexpected_error_is_internal_and_reveals_nothing(served) -> None:
     assert info is not None and info.reason == "INTERNAL"
 
 
-async def test_stream_error_after_messages_keeps_the_messages_and_maps_the_error(served) -> None:  # noqa: ANN001
+async def test_stream_error_after_messages_keeps_the_messages_and_maps_the_error(served) -> None:
     _, _, channel = served
     stream = channel.unary_stream(f"/{SERVICE}/Count", Text.SerializeToString, Text.FromString)
     received = []
@@ -136,7 +136,7 @@ async def test_stream_error_after_messages_keeps_the_messages_and_maps_the_error
     assert info is not None and info.reason == "OPERATION_IN_PROGRESS"
 
 
-async def test_graceful_shutdown_reports_not_serving_and_drains_in_flight_calls(served) -> None:  # noqa: ANN001
+async def test_graceful_shutdown_reports_not_serving_and_drains_in_flight_calls(served) -> None:
     running, echo, channel = served
     health = health_pb2_grpc.HealthStub(channel)
     in_flight = asyncio.ensure_future(_unary(channel, "Slow")(Text(), metadata=AUTH))
@@ -178,7 +178,7 @@ def _handled(method: str, code: str) -> float:
     return value or 0.0
 
 
-async def test_metrics_count_each_outcome_by_its_status_code(served) -> None:  # noqa: ANN001
+async def test_metrics_count_each_outcome_by_its_status_code(served) -> None:
     _, _, channel = served
     before = {
         ("WhoAmI", "OK"): _handled("WhoAmI", "OK"),

@@ -16,7 +16,7 @@ from vectorops.events.v1 import dead_letter_pb2, usage_pb2
 
 
 @pytest.fixture
-async def bus(nats_server):  # noqa: ANN001
+async def bus(nats_server):
     bus = await JetStream.connect(nats_server.url, name="jetstream-test")
     await bus.ensure_streams(ALL_STREAMS)
     yield bus
@@ -32,7 +32,7 @@ async def _work_queue(bus: JetStream) -> tuple[StreamSpec, str]:
 
 async def _consume_until(
     bus: JetStream, consumer: ConsumerSpec, handler, done: asyncio.Event
-) -> None:  # noqa: ANN001
+) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(bus.consume(consumer, handler, fetch_timeout=0.2, stop=stop))
     try:
@@ -79,7 +79,7 @@ async def test_transient_failure_is_retried_then_acked(bus: JetStream) -> None:
     assert (await bus.js.stream_info(spec.name)).state.messages == 0
 
 
-async def _dead_letters_of(bus: JetStream, stream: str, durable: str):  # noqa: ANN201
+async def _dead_letters_of(bus: JetStream, stream: str, durable: str):
     """(envelope, DeadLetter) of each dead letter of a consumer."""
     subject = f"vo.dead.{stream}.{durable}"
     sub = await bus.js.pull_subscribe(subject, durable=None, stream=DEAD.name)

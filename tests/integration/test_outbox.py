@@ -56,7 +56,7 @@ async def pool(database: str):
 
 
 @pytest.fixture
-async def bus(nats_server):  # noqa: ANN001
+async def bus(nats_server):
     bus = await JetStream.connect(nats_server.url, name="outbox-test")
     yield bus
     await bus.close()
@@ -76,7 +76,7 @@ async def test_enqueue_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> N
             await enqueue(conn, SCHEMA, "t.x", b"", uuid.uuid4())
 
 
-async def test_rolled_back_event_is_never_published(pool, bus) -> None:  # noqa: ANN001
+async def test_rolled_back_event_is_never_published(pool, bus) -> None:
     spec = await _stream(bus)
     subject = spec.subjects[0].replace(">", "evt")
 
@@ -99,7 +99,7 @@ async def test_committed_events_published_exactly_once_despite_races_and_a_crash
     pool,
     bus,
     database: str,
-    nats_server,  # noqa: ANN001
+    nats_server,
 ) -> None:
     spec = await _stream(bus)
     subject = spec.subjects[0].replace(">", "evt")
@@ -139,7 +139,7 @@ async def test_committed_events_published_exactly_once_despite_races_and_a_crash
     assert unpublished == 0
 
 
-async def test_dispatcher_wakes_on_commit_without_waiting_for_its_poll(pool, bus) -> None:  # noqa: ANN001
+async def test_dispatcher_wakes_on_commit_without_waiting_for_its_poll(pool, bus) -> None:
     spec = await _stream(bus)
     subject = spec.subjects[0].replace(">", "evt")
     stop = asyncio.Event()

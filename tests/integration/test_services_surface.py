@@ -46,7 +46,7 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("service", list(ServiceName))
-def test_grpcurl_lists_the_service_health_and_reflection(stack, service: ServiceName) -> None:  # noqa: ANN001
+def test_grpcurl_lists_the_service_health_and_reflection(stack, service: ServiceName) -> None:
     result = grpcurl("-plaintext", stack.endpoints[service].target, "list")
     assert result.returncode == 0, result.stderr
     listed = set(result.stdout.split())
@@ -54,7 +54,7 @@ def test_grpcurl_lists_the_service_health_and_reflection(stack, service: Service
 
 
 @pytest.mark.parametrize("service", list(ServiceName))
-def test_grpcurl_health_check_is_serving(stack, service: ServiceName) -> None:  # noqa: ANN001
+def test_grpcurl_health_check_is_serving(stack, service: ServiceName) -> None:
     target = stack.endpoints[service].target
     for name in ["", *sorted(EXPECTED_SERVICES[service])]:
         result = grpcurl(
@@ -64,7 +64,7 @@ def test_grpcurl_health_check_is_serving(stack, service: ServiceName) -> None:  
         assert json.loads(result.stdout) == {"status": "SERVING"}
 
 
-def test_grpcurl_describes_a_method_through_reflection(stack) -> None:  # noqa: ANN001
+def test_grpcurl_describes_a_method_through_reflection(stack) -> None:
     target = stack.endpoints[ServiceName.ORCHESTRATOR].target
     result = grpcurl(
         "-plaintext", target, "describe", "vectorops.orchestrator.v1.CollectionService"
@@ -85,7 +85,7 @@ def _some_unary_method(service: ServiceName) -> tuple[str, type]:
 
 
 @pytest.mark.parametrize("service", list(ServiceName))
-def test_rpc_without_token_is_unauthenticated(stack, service: ServiceName) -> None:  # noqa: ANN001
+def test_rpc_without_token_is_unauthenticated(stack, service: ServiceName) -> None:
     path, request_class = _some_unary_method(service)
     with grpc.insecure_channel(stack.endpoints[service].target) as channel:
         call = channel.unary_unary(path, request_class.SerializeToString, request_class.FromString)
@@ -97,7 +97,7 @@ def test_rpc_without_token_is_unauthenticated(stack, service: ServiceName) -> No
 
 
 @pytest.mark.parametrize("service", list(ServiceName))
-def test_rpc_not_landed_answers_unimplemented_with_error_info(stack, service: ServiceName) -> None:  # noqa: ANN001
+def test_rpc_not_landed_answers_unimplemented_with_error_info(stack, service: ServiceName) -> None:
     path, request_class = _some_unary_method(service)
     token = stack.tokens.clear["admin"]
     with grpc.insecure_channel(stack.endpoints[service].target) as channel:
@@ -114,7 +114,7 @@ def test_rpc_not_landed_answers_unimplemented_with_error_info(stack, service: Se
 
 
 @pytest.mark.parametrize("service", list(ServiceName))
-def test_metrics_endpoint_counts_handled_rpcs(stack, service: ServiceName) -> None:  # noqa: ANN001
+def test_metrics_endpoint_counts_handled_rpcs(stack, service: ServiceName) -> None:
     endpoint = stack.endpoints[service]
     grpcurl("-plaintext", endpoint.target, "grpc.health.v1.Health/Check")
     with urllib.request.urlopen(endpoint.metrics_url, timeout=10) as response:

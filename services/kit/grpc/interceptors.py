@@ -150,7 +150,7 @@ class _WrappingInterceptor(ServerInterceptor):
 class MetricsInterceptor(_WrappingInterceptor):
     """grpc_server_{started,handled}_total and grpc_server_handling_seconds per method and code."""
 
-    def wrap(self, handler, details, service, method):  # noqa: ANN001, ANN201
+    def wrap(self, handler, details, service, method):
         kind = rpc_type(handler)
         labels = (kind, service, method)
 
@@ -163,7 +163,7 @@ class MetricsInterceptor(_WrappingInterceptor):
             metrics.GRPC_HANDLED.labels(*labels, code.name).inc()
             metrics.GRPC_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
 
-        async def around(behaviour, request, context):  # noqa: ANN001, ANN202
+        async def around(behaviour, request, context):
             metrics.GRPC_STARTED.labels(*labels).inc()
             started = time.perf_counter()
             failed = True
@@ -174,7 +174,7 @@ class MetricsInterceptor(_WrappingInterceptor):
             finally:
                 observe(started, context, failed)
 
-        async def around_stream(behaviour, request, context):  # noqa: ANN001, ANN202
+        async def around_stream(behaviour, request, context):
             metrics.GRPC_STARTED.labels(*labels).inc()
             started = time.perf_counter()
             failed = True
@@ -192,7 +192,7 @@ class MetricsInterceptor(_WrappingInterceptor):
 class ErrorInterceptor(_WrappingInterceptor):
     """Domain errors become their status code with an ErrorInfo; anything else is INTERNAL."""
 
-    def wrap(self, handler, details, service, method):  # noqa: ANN001, ANN201
+    def wrap(self, handler, details, service, method):
         async def fail(context: grpc.aio.ServicerContext, error: Exception) -> None:
             if isinstance(error, NotImplementedError) and not isinstance(error, DomainError):
                 error = NotImplementedYet(
@@ -209,7 +209,7 @@ class ErrorInterceptor(_WrappingInterceptor):
                 trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
             )
 
-        async def around(behaviour, request, context):  # noqa: ANN001, ANN202
+        async def around(behaviour, request, context):
             try:
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
@@ -217,7 +217,7 @@ class ErrorInterceptor(_WrappingInterceptor):
             except Exception as error:  # noqa: BLE001 - mapped to a status, logged when unexpected
                 await fail(context, error)
 
-        async def around_stream(behaviour, request, context):  # noqa: ANN001, ANN202
+        async def around_stream(behaviour, request, context):
             try:
                 async for response in _iterate(behaviour, request, context):
                     yield response
@@ -244,15 +244,15 @@ class AuthInterceptor(_WrappingInterceptor):
         bind_ids(principal=principal.id, request_id=metadata.get("x-request-id"))
         return _principal.set(principal)
 
-    def wrap(self, handler, details, service, method):  # noqa: ANN001, ANN201
-        async def around(behaviour, request, context):  # noqa: ANN001, ANN202
+    def wrap(self, handler, details, service, method):
+        async def around(behaviour, request, context):
             token = self._authenticate(context)
             try:
                 return await behaviour(request, context)
             finally:
                 _principal.reset(token)
 
-        async def around_stream(behaviour, request, context):  # noqa: ANN001, ANN202
+        async def around_stream(behaviour, request, context):
             token = self._authenticate(context)
             try:
                 async for response in _iterate(behaviour, request, context):

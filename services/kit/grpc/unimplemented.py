@@ -11,7 +11,7 @@ from kit.grpc.server import ServiceBinding, bind
 
 
 def _refusing_servicer(servicer_base: type, full_name: str) -> Any:
-    def refuse_method(method: str):  # noqa: ANN202
+    def refuse_method(method: str):
         async def refuse(self: Any, request: Any, context: Any) -> Any:
             raise NotImplementedYet(
                 f"{full_name}/{method} is not implemented yet",
