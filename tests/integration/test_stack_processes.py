@@ -197,6 +197,9 @@ def test_spawned_child_dies_with_killed_launcher(tmp_path: Path, user: str | Non
         assert launcher.stdout is not None
         child_pid = int(launcher.stdout.readline())
         child = psutil.Process(child_pid)
+        deadline = time.monotonic() + 5
+        while child.name() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.02)  # the child execs sleep once it has set its parent-death signal
         assert child.name() == "sleep"
         if user is not None:
             assert child.username() == user

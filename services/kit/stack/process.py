@@ -10,11 +10,8 @@ Two guarantees every child of the dev stack and of the tests needs:
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -25,26 +22,9 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-# Loaded in the parent: the child, after fork(), only calls the function.
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """preexec_fn: runs in the child after fork and after the uid/gid switch.
-
-    subprocess applies ``user=``/``group=`` (setregid/setreuid) *before* it calls
-    preexec_fn, which matters: the kernel clears the parent-death signal whenever
-    the effective uid or gid changes, so it must be set after the switch.
-    """
-    if _libc is None:
-        return
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(127)
-    # The parent may have died between fork() and prctl(): we would have been
-    # re-parented already and the signal will never come.
-    if os.getppid() != parent_pid:
-        os._exit(127)
+# Every child starts through this script, which sets the parent-death signal (and
+# switches user) before it execs the command; see its docstring for why.
+_TRAMPOLINE = Path(__file__).with_name("trampoline.py")
 
 
 def spawn(
@@ -62,24 +42,19 @@ def spawn(
     signal fires when the *thread* that spawned the child exits, so spawn
     long-lived children from the main thread (not from ``asyncio.to_thread``).
     """
-    credentials: dict[str, object] = {}
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        # subprocess's user= alone keeps gid 0 and root's groups; drop them too.
-        credentials = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    if user is not None and os.geteuid() != 0:
+        raise PermissionError(f"running a child as {user!r} needs root")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    parent_pid = os.getpid()
+    trampoline = [sys.executable, "-S", str(_TRAMPOLINE), str(os.getpid()), user or "", "--"]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [os.fspath(a) for a in argv],
+            [*trampoline, *(os.fspath(a) for a in argv)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, parent_pid),
-            **credentials,  # type: ignore[arg-type]
         )
     logger.info("started %s (pid %d), log %s", os.fspath(argv[0]), proc.pid, log_path)
     return proc
