@@ -18,6 +18,7 @@ help:
 	@echo "make run    start Postgres, NATS and the five services (Ctrl-C stops all)"
 	@echo "make test   buf lint + unit and integration tests on a real stack"
 	@echo "make proto  generate the Python gRPC stubs into services/vectorops"
+	@echo "make bench  benchmarks (embedder throughput against in-process sentence-transformers)"
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,14 +43,17 @@ lint-proto: $(NODE_INSTALLED)
 	$(BUF) format -d --exit-code
 
 lint: $(STUBS)
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
 
 run: $(STUBS)
 	$(PY) -m kit.stack
 
 test: $(STUBS) lint-proto lint
 	$(PY) -m pytest -q
+
+bench: $(STUBS)
+	$(PY) bench/embedder_throughput.py
 
 clean:
 	rm -rf $(VENV) node_modules services/vectorops

@@ -8,12 +8,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +56,44 @@ def database(postgres) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(infra_dir: Path, postgres, nats_server) -> Iterator[object]:
-    """The five services, started by the same launcher as `make run`, on free ports."""
+def triton_host(infra_dir: Path) -> Iterator[object]:
+    """A real Triton (the nvidia-pytriton wheel's tritonserver) serving
+    deploy/triton/model_repository: MiniLM and the hashing model. One per session:
+    MiniLM takes 10-20 s to load on a small CPU."""
+    from embedder.adapters.triton_host import TritonHost
+
+    host = TritonHost(infra_dir / "triton")
+    host.start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+async def triton_client(triton_host) -> AsyncIterator[object]:
+    from embedder.adapters.triton_client import TritonClient
+
+    client = TritonClient(triton_host.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def stack(infra_dir: Path, postgres, nats_server, triton_host) -> Iterator[object]:
+    """The five services, started by the same launcher as `make run`, on free ports.
+    The embedder uses the session's Triton, as it would an external one."""
     from kit.stack.launcher import Stack, StackOptions
 
     options = StackOptions.ephemeral(infra_dir / "stack")
     options.postgres_dsn = postgres.create_database("stack")
     options.nats_url = nats_server.url
+    options.extra_env = {"VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url}
     running = Stack(options)
     running.start()
     yield running
+    died = running.exited()
     running.stop()
+    # A service that died mid-session fails many tests at once; say which and why.
+    assert not died, "\n".join(
+        f"{service.value} exited with {code}:\n{running.log_tail(service)}"
+        for service, code in died.items()
+    )

@@ -26,6 +26,7 @@ class Code(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
 
 
@@ -102,6 +103,10 @@ class Unauthenticated(DomainError):
 
 class Unavailable(DomainError):
     code = Code.UNAVAILABLE
+
+
+class DeadlineExceeded(DomainError):
+    code = Code.DEADLINE_EXCEEDED
 
 
 class NotImplementedYet(DomainError):

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class ServiceContext:
     bus: JetStream
     schema: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # What the service's lifespan yielded (its own adapters), and the started server.
+    app: Any = None
+    server: RunningServer | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class ServiceSpec:
     # Long-running loops (consumers, reapers), each stopping when ``ctx.stop`` is set.
     background: Callable[[ServiceContext], Sequence[Coroutine[Any, Any, None]]] = lambda ctx: ()
     settings_type: type[Settings] = Settings
+    # Entered once Postgres and NATS are up, before the server is built; exited after
+    # the server and the background loops have stopped. What it yields is ``ctx.app``.
+    lifespan: Callable[[ServiceContext], AbstractAsyncContextManager[Any]] | None = None
 
     @property
     def schema(self) -> str:
@@ -107,7 +114,10 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     await bus.ensure_streams(ALL_STREAMS)
 
     ctx = ServiceContext(settings=settings, pool=pool, bus=bus, schema=spec.schema)
-    running: RunningServer = await create_server(
+    resources = contextlib.AsyncExitStack()
+    if spec.lifespan is not None:
+        ctx.app = await resources.enter_async_context(spec.lifespan(ctx))
+    running = ctx.server = await create_server(
         settings.grpc_host,
         settings.bound_grpc_port(),
         spec.bindings(ctx),
@@ -121,7 +131,10 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         poll_seconds=settings.outbox_poll_seconds,
     )
     tasks = [asyncio.create_task(dispatcher.run(ctx.stop), name="outbox")]
-    tasks += [asyncio.create_task(loop) for loop in spec.background(ctx)]
+    tasks += [
+        asyncio.create_task(loop, name=getattr(loop, "__qualname__", None))
+        for loop in spec.background(ctx)
+    ]
 
     await running.set_serving()
     _write_ready_file(settings, running.port, metrics_port)
@@ -132,7 +145,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
     failed = [task for task in done if task in tasks and task.exception() is not None]
     for task in failed:
-        log.error("service.background_failed", task=task.get_name(), error=repr(task.exception()))
+        log.error("service.background_failed", task=task.get_name(), exc_info=task.exception())
 
     log.info("service.stopping", grace_seconds=settings.shutdown_grace_seconds)
     await running.shutdown(settings.shutdown_grace_seconds)
@@ -141,6 +154,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
     for task in tasks:
         task.cancel()
+    await resources.aclose()
     await bus.close()
     await pool.close()
     metrics_server.shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats.errors
 import pytest
 
 from kit.bus.jetstream import Delivery, JetStream, Reject
@@ -85,7 +84,7 @@ async def _dead_letters_of(bus: JetStream, stream: str, durable: str):
     sub = await bus.js.pull_subscribe(subject, durable=None, stream=DEAD.name)
     try:
         messages = await sub.fetch(10, timeout=1)
-    except nats.errors.TimeoutError:
+    except TimeoutError:
         messages = []
     finally:
         await sub.unsubscribe()
@@ -150,7 +149,7 @@ async def test_message_never_acked_becomes_a_dead_letter_from_the_advisory(
             assert message.metadata.num_delivered == delivery
         # The server notices the exhausted message when a consumer pulls again (as a
         # restarted one would); it delivers nothing and sends the advisory.
-        with pytest.raises(nats.errors.TimeoutError):
+        with pytest.raises(TimeoutError):
             await crashing.fetch(1, timeout=2)
         letters = []
         for _ in range(20):
@@ -186,3 +185,32 @@ async def test_rejected_message_goes_to_dead_letters_at_once(bus: JetStream) -> 
     assert dead.original_envelope == b"alien"  # not an envelope: kept verbatim, without ids
     assert envelope.operation_id == "" and dead.original_event_id == ""
     assert "rejected: unknown payload type" in dead.reason
+
+
+async def test_concurrent_consumer_handles_up_to_its_limit_at_once(bus: JetStream) -> None:
+    spec, subject = await _work_queue(bus)
+    consumer = ConsumerSpec(spec.name, "worker", (subject,))
+    for index in range(9):
+        await bus.publish(subject, str(index).encode(), msg_id=str(uuid.uuid4()))
+    active = 0
+    most_at_once = 0
+    handled: list[bytes] = []
+    done = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        nonlocal active, most_at_once
+        active += 1
+        most_at_once = max(most_at_once, active)
+        await asyncio.sleep(0.2)
+        active -= 1
+        handled.append(delivery.data)
+        if len(handled) == 9:
+            done.set()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.consume(consumer, slow, concurrency=3, stop=stop))
+    await asyncio.wait_for(done.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert sorted(handled) == sorted(str(i).encode() for i in range(9))
+    assert most_at_once == 3

@@ -13,7 +13,6 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 from prometheus_client import Counter
@@ -144,12 +143,10 @@ class JetStream:
                 await self.js.update_stream(config)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        try:
-            await self.js.add_consumer(spec.stream, _consumer_config(spec))
-        except BadRequestError as error:
-            log.warning("jetstream.consumer_update", consumer=spec.durable, error=str(error))
-            await self.js.delete_consumer(spec.stream, spec.durable)
-            await self.js.add_consumer(spec.stream, _consumer_config(spec))
+        """Create the durable consumer, or update it in place (ack wait, max deliveries,
+        filters: the server applies what may change). Never deleted and recreated: that
+        would cut off the replicas that share it."""
+        await self.js.add_consumer(spec.stream, _consumer_config(spec))
 
     async def publish(
         self,
@@ -171,27 +168,49 @@ class JetStream:
         spec: ConsumerSpec,
         handler: Handler,
         *,
-        batch: int = 10,
+        concurrency: int = 1,
         fetch_timeout: float = 1.0,
         stop: asyncio.Event | None = None,
     ) -> None:
-        """Fetch and handle messages until ``stop`` is set.
+        """Fetch and handle messages until ``stop`` is set, up to ``concurrency`` at once.
 
-        Ack on success; ``Retry`` (or any unexpected error) → nak with the spec's backoff;
+        Ack on success; ``Retry`` (or any unexpected error) → nak with the spec's delay;
         ``Reject`` or the last allowed delivery failing → dead letter, then term.
+        Messages are fetched only when a handler slot is free, so a busy consumer
+        leaves the rest of the queue to other replicas.
         """
         await self.ensure_consumer(spec)
         subscription = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
         advisories = await self.watch_max_deliveries(spec)
         stop = stop or asyncio.Event()
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+
+        async def handle_then_free(msg: Msg) -> None:
+            try:
+                await self._handle(spec, handler, msg)
+            finally:
+                slots.release()
+
         try:
             while not stop.is_set():
+                await slots.acquire()
+                free = 1
+                while free < concurrency and not slots.locked():
+                    await slots.acquire()  # free: returns at once
+                    free += 1
                 try:
-                    messages = await subscription.fetch(batch, timeout=fetch_timeout)
-                except NatsTimeoutError:
-                    continue
+                    messages = await subscription.fetch(free, timeout=fetch_timeout)
+                except TimeoutError:  # nats-py raises its own subclass, or asyncio's
+                    messages = []
+                for _ in range(free - len(messages)):
+                    slots.release()
                 for msg in messages:
-                    await self._handle(spec, handler, msg)
+                    task = asyncio.create_task(handle_then_free(msg))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            # Let handlers in flight finish and ack: stopping must not waste their work.
+            await asyncio.gather(*running, return_exceptions=True)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

@@ -48,9 +48,15 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
 
-    async def set_serving(self) -> None:
+    async def set_serving(self, serving: bool = True) -> None:
+        """Report every service (and the server as a whole) as serving, or not."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *self.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Flip health to NOT_SERVING so balancers stop sending, then drain in-flight calls."""

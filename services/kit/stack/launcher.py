@@ -55,7 +55,8 @@ class StackOptions:
     nats_url: str | None = None  # an existing NATS; None → embedded
     nats_port: int = 0
     extra_env: Mapping[str, str] = field(default_factory=dict)
-    start_timeout: float = 120.0
+    start_timeout: float = 300.0
+    services: tuple[ServiceName, ...] = SERVICES  # a subset, for tests of one service
 
     @classmethod
     def ephemeral(cls, data_dir: Path) -> StackOptions:
@@ -116,9 +117,9 @@ class Stack:
                 self.nats = NatsServer(options.data_dir / "nats", port=options.nats_port)
                 self.nats.start()
                 self.nats_url = self.nats.url
-            for service in SERVICES:
+            for service in options.services:
                 self._spawn(service)
-            self._wait_until_serving()
+            self._wait_until_serving(options.services)
         except BaseException:
             self.stop()
             raise
@@ -142,6 +143,18 @@ class Stack:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def kill(self, service: ServiceName) -> None:
+        """SIGKILL one service, as a crash would (for fault tests)."""
+        proc = self._procs.pop(service)
+        stop(proc, signal.SIGKILL, timeout=10)
+        self.endpoints.pop(service, None)
+
+    def start_service(self, service: ServiceName) -> Endpoint:
+        """(Re)start one service and wait until it serves."""
+        self._spawn(service)
+        self._wait_until_serving((service,))
+        return self.endpoints[service]
 
     def pids(self) -> dict[str, int]:
         """Every process of the stack, by name: for checks that nothing outlives it."""
@@ -200,9 +213,9 @@ class Stack:
             env=self._service_env(service),
         )
 
-    def _wait_until_serving(self) -> None:
+    def _wait_until_serving(self, services: tuple[ServiceName, ...]) -> None:
         deadline = time.monotonic() + self.options.start_timeout
-        waiting = set(SERVICES)
+        waiting = set(services)
         while waiting:
             for service in sorted(waiting):
                 proc = self._procs[service]

@@ -1,0 +1,1 @@
+"""The embedder's adapters: Triton Inference Server (the process and its gRPC client)."""

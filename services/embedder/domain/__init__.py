@@ -1,0 +1,1 @@
+"""The embedder's domain: pure rules and algorithms, no I/O (no grpc, nats or tritonclient)."""

@@ -1,0 +1,151 @@
+"""The embed work queue against real NATS, a real Triton and real embedder processes:
+results come back packed and per-chunk failures stay with their chunks; an embedder
+killed mid-batch loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from embedder.domain.hashing import hash_embed
+from kit.bus.jetstream import JetStream
+from kit.bus.topology import ALL_STREAMS, EMBED, EMBED_RESULTS
+from kit.config import ServiceName
+from kit.events import new_envelope, parse_envelope, unpack
+from kit.stack.launcher import Stack, StackOptions
+from kit.stack.nats import NatsServer
+from vectorops.common.v1 import config_pb2
+from vectorops.events.v1 import embed_pb2
+
+HASH = "vectorops/hash-bow-384"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _batch(operation: str, number: int, texts: list[str], model: str) -> embed_pb2.EmbedBatch:
+    return embed_pb2.EmbedBatch(
+        batch_id=f"{operation}-{number}",
+        operation_id=operation,
+        model=model,
+        input_kind=config_pb2.INPUT_KIND_DOCUMENT,
+        reply_subject=f"vo.embed.results.{operation}",
+        items=[embed_pb2.EmbedItem(chunk_id=f"{number}:{i}", text=t) for i, t in enumerate(texts)],
+    )
+
+
+async def _publish(bus: JetStream, batch: embed_pb2.EmbedBatch) -> None:
+    envelope = new_envelope(batch, producer="test", operation_id=batch.operation_id)
+    await bus.publish("vo.embed.jobs", envelope.SerializeToString(), msg_id=envelope.event_id)
+
+
+async def _results(bus: JetStream, operation: str, expected_batches: int, timeout: float = 120):
+    """Every result message of an operation in the stream (duplicates would show)."""
+    subscription = await bus.js.pull_subscribe(
+        f"vo.embed.results.{operation}", durable=None, stream=EMBED_RESULTS.name
+    )
+    found = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expected_batches and time.monotonic() < deadline:
+            try:
+                messages = await subscription.fetch(32, timeout=2)
+            except TimeoutError:
+                continue
+            for message in messages:
+                found.append(unpack(parse_envelope(message.data), embed_pb2.EmbedBatchResult))
+                await message.ack()
+        # Anything beyond the expected count would be a duplicate: give it a moment.
+        try:
+            extra = await subscription.fetch(32, timeout=2)
+        except TimeoutError:
+            extra = []
+        found += [unpack(parse_envelope(m.data), embed_pb2.EmbedBatchResult) for m in extra]
+    finally:
+        await subscription.unsubscribe()
+    return found
+
+
+@pytest.fixture
+async def bus(nats_server):
+    bus = await JetStream.connect(nats_server.url, name="embed-queue-test")
+    await bus.ensure_streams(ALL_STREAMS)
+    yield bus
+    await bus.close()
+
+
+async def test_batch_results_are_packed_and_failures_stay_with_their_chunks(stack, bus) -> None:
+    operation = uuid.uuid4().hex
+    texts = ["alpha beta", "", "gamma delta", "z" * 60_000]
+    await _publish(bus, _batch(operation, 0, texts, HASH))
+    [result] = await _results(bus, operation, 1)
+    assert result.operation_id == operation and result.model == HASH
+    vectors = {v.chunk_id: np.frombuffer(v.vector, dtype="<f4") for v in result.vectors}
+    assert sorted(vectors) == ["0:0", "0:2"]
+    expected = hash_embed(["alpha beta", "gamma delta"], 384)
+    assert np.allclose(vectors["0:0"], expected[0], atol=1e-6)
+    assert np.allclose(vectors["0:2"], expected[1], atol=1e-6)
+    assert {(f.chunk_id, f.reason) for f in result.failures} == {
+        ("0:1", "EMPTY_INPUT"),
+        ("0:3", "INPUT_TOO_LONG"),
+    }
+
+
+async def test_unknown_model_fails_every_chunk_of_the_batch(stack, bus) -> None:
+    operation = uuid.uuid4().hex
+    await _publish(bus, _batch(operation, 0, ["a", "b"], "no-such-model"))
+    [result] = await _results(bus, operation, 1)
+    assert not result.vectors
+    assert [(f.chunk_id, f.reason) for f in result.failures] == [
+        ("0:0", "UNKNOWN_MODEL"),
+        ("0:1", "UNKNOWN_MODEL"),
+    ]
+
+
+async def test_embedder_killed_mid_batch_loses_and_duplicates_nothing(
+    infra_dir, postgres, triton_host
+) -> None:
+    """On a NATS of its own, one embedder takes batches and is SIGKILLed while it holds
+    some unacked; a fresh embedder then finishes the queue; every chunk comes back once."""
+    operation = uuid.uuid4().hex
+    folder = infra_dir / f"embedders-{operation[:8]}"
+    own_nats = NatsServer(folder / "nats")
+    own_nats.start()
+    options = StackOptions.ephemeral(folder / "stack")
+    options.postgres_dsn = postgres.create_database("embedders")
+    options.nats_url = own_nats.url
+    options.services = (ServiceName.EMBEDDER,)
+    options.extra_env = {
+        "VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url,
+        "VECTOROPS_EMBEDDER_QUEUE_ACK_WAIT_SECONDS": "3",
+    }
+    embedders = Stack(options)
+    bus = await JetStream.connect(own_nats.url, name="embed-queue-test")
+    try:
+        embedders.start()
+        texts = [f"chunk number {i} about vectors and queues" for i in range(64)]
+        batches = [_batch(operation, n, texts, MINILM) for n in range(16)]
+        for batch in batches:
+            await _publish(bus, batch)
+        for _ in range(200):
+            info = await bus.js.consumer_info(EMBED.name, "embedders")
+            if info.num_ack_pending > 0:
+                break
+            await asyncio.sleep(0.05)
+        # The only embedder holds these batches unacked: it dies in the middle of them.
+        assert info.num_ack_pending > 0
+        embedders.kill(ServiceName.EMBEDDER)
+        embedders.start_service(ServiceName.EMBEDDER)
+        results = await _results(bus, operation, len(batches), timeout=180)
+        redelivered = (await bus.js.consumer_info(EMBED.name, "embedders")).delivered.consumer_seq
+    finally:
+        await bus.close()
+        embedders.stop()
+        own_nats.stop()
+    chunk_ids = [v.chunk_id for result in results for v in result.vectors]
+    assert not [f for result in results for f in result.failures]
+    assert sorted(chunk_ids) == sorted(f"{n}:{i}" for n in range(16) for i in range(64))
+    assert len(results) == len(batches)  # one result per batch, none repeated
+    assert redelivered > len(batches)  # the killed embedder's batches were delivered again

