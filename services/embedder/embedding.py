@@ -11,15 +11,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
 
 from embedder import metrics
-from embedder.adapters.triton_client import TritonModelError, TritonTimeout, TritonUnavailable
-from embedder.domain.inputs import INFERENCE_FAILED, InputFailure, batch_ranges, prepare
+from embedder.adapters.triton_client import (
+    Embeddings,
+    TritonModelError,
+    TritonTimeout,
+    TritonUnavailable,
+)
+from embedder.domain.inputs import (
+    INFERENCE_FAILED,
+    INPUT_TOO_LONG,
+    InputFailure,
+    batch_ranges,
+    prepare,
+)
 from embedder.domain.models import ModelRegistry, ModelSpec
 from kit.errors import (
     DeadlineExceeded,
@@ -43,13 +54,20 @@ class Priority(IntEnum):
 class EmbeddingBackend(Protocol):
     async def embed(
         self, model: str, texts: Sequence[str], *, priority: int, timeout_s: float | None
-    ) -> np.ndarray: ...
+    ) -> Embeddings: ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vector: np.ndarray  # float32
+    tokens: int  # the input's tokens before the model truncated it
+    truncated: bool
 
 
 @dataclass(frozen=True)
 class EmbedOutcome:
     model: ModelSpec
-    vectors: dict[int, np.ndarray]  # request position → float32 vector
+    vectors: dict[int, Embedded]  # request position → its embedding
     failures: list[InputFailure]
 
 
@@ -81,13 +99,14 @@ class Embedder:
         is_query: bool,
         instruction: str | None = None,
         normalize: bool | None = None,
+        fail_on_truncation: bool = False,
         priority: Priority,
         path: str,
     ) -> EmbedOutcome:
         model = self.registry.get(model_name)
         self._check_size(texts)
         prepared = prepare(texts, model, is_query=is_query, instruction=instruction)
-        vectors: dict[int, np.ndarray] = {}
+        vectors: dict[int, Embedded] = {}
         failures = list(prepared.failures)
         started = time.perf_counter()
 
@@ -98,6 +117,15 @@ class Embedder:
                 position = prepared.indexes[offset]
                 if isinstance(result, str):
                     failures.append(InputFailure(position, INFERENCE_FAILED, result))
+                elif result.truncated and fail_on_truncation:
+                    failures.append(
+                        InputFailure(
+                            position,
+                            INPUT_TOO_LONG,
+                            f"{result.tokens} tokens; {model.name} reads at most "
+                            f"{model.max_tokens} and would truncate it",
+                        )
+                    )
                 else:
                     vectors[position] = result
 
@@ -105,11 +133,20 @@ class Embedder:
             *(run(batch) for batch in batch_ranges(len(prepared.texts), model.max_batch_size))
         )
         if normalize:
-            for position, vector in vectors.items():
-                norm = float(np.linalg.norm(vector))
-                vectors[position] = vector / norm if norm > 0 else vector
+            for position, embedded in vectors.items():
+                norm = float(np.linalg.norm(embedded.vector))
+                if norm > 0:
+                    vectors[position] = replace(embedded, vector=embedded.vector / norm)
         failures.sort(key=lambda failure: failure.index)
-        metrics.observe_request(model.name, path, len(vectors), failures, started)
+        metrics.observe_request(
+            model.name,
+            path,
+            embedded=len(vectors),
+            tokens_read=sum(min(e.tokens, model.max_tokens) for e in vectors.values()),
+            truncated=sum(e.truncated for e in vectors.values()),
+            failures=failures,
+            started=started,
+        )
         return EmbedOutcome(model, vectors, failures)
 
     def _check_size(self, texts: Sequence[str]) -> None:
@@ -145,11 +182,11 @@ class Embedder:
 
     async def _embed_isolating_failures(
         self, model: ModelSpec, texts: list[str], priority: Priority
-    ) -> list[np.ndarray | str]:
+    ) -> list[Embedded | str]:
         """Vectors for ``texts``; where the model fails, bisect until the failing
         inputs stand alone, and give their error message in their place."""
         try:
-            vectors = await self._call(model, texts, priority)
+            embeddings = await self._call(model, texts, priority)
         except TritonModelError as error:
             if len(texts) == 1:
                 return [str(error)[:500]]
@@ -159,9 +196,12 @@ class Embedder:
                 self._embed_isolating_failures(model, texts[middle:], priority),
             )
             return [*halves[0], *halves[1]]
-        return list(vectors)
+        return [
+            Embedded(vector, int(tokens), int(tokens) > model.max_tokens)
+            for vector, tokens in zip(embeddings.vectors, embeddings.tokens, strict=True)
+        ]
 
-    async def _call(self, model: ModelSpec, texts: list[str], priority: Priority) -> np.ndarray:
+    async def _call(self, model: ModelSpec, texts: list[str], priority: Priority) -> Embeddings:
         slots = self._slots[priority]
         if priority is Priority.QUERY:
             try:
@@ -177,7 +217,7 @@ class Embedder:
         metrics.IN_FLIGHT.labels(priority.name.lower()).inc()
         started = time.perf_counter()
         try:
-            vectors = await self._backend.embed(
+            embeddings = await self._backend.embed(
                 model.triton_model,
                 texts,
                 priority=int(priority),
@@ -199,9 +239,9 @@ class Embedder:
         metrics.BATCH_SECONDS.labels(model.name, priority.name.lower()).observe(
             time.perf_counter() - started
         )
-        if vectors.shape != (len(texts), model.dimension):
+        if embeddings.vectors.shape != (len(texts), model.dimension):
             raise TritonModelError(
-                f"{model.triton_model} returned shape {vectors.shape}, "
+                f"{model.triton_model} returned shape {embeddings.vectors.shape}, "
                 f"expected ({len(texts)}, {model.dimension})"
             )
-        return vectors.astype(np.float32, copy=False)
+        return embeddings

@@ -23,6 +23,16 @@ CHUNKS = Counter(
     "Inputs embedded or failed, by outcome (embedded, failed).",
     ["model", "outcome"],
 )
+TOKENS = Counter(
+    "vectorops_embedder_tokens_total",
+    "Tokens the model read (after truncation) for the inputs it embedded.",
+    ["model"],
+)
+TRUNCATED = Counter(
+    "vectorops_embedder_truncated_inputs_total",
+    "Inputs longer than the model reads, embedded from their beginning only.",
+    ["model"],
+)
 INPUT_FAILURES = Counter(
     "vectorops_embedder_input_failures_total",
     "Inputs that failed alone, by reason (EMPTY_INPUT, INPUT_TOO_LONG, INFERENCE_FAILED).",
@@ -52,11 +62,20 @@ TRITON_UP = Gauge(
 
 
 def observe_request(
-    model: str, path: str, embedded: int, failures: Sequence[InputFailure], started: float
+    model: str,
+    path: str,
+    *,
+    embedded: int,
+    tokens_read: int,
+    truncated: int,
+    failures: Sequence[InputFailure],
+    started: float,
 ) -> None:
     REQUESTS.labels(model, path).inc()
     REQUEST_SECONDS.labels(model, path).observe(time.perf_counter() - started)
     CHUNKS.labels(model, "embedded").inc(embedded)
+    TOKENS.labels(model).inc(tokens_read)
+    TRUNCATED.labels(model).inc(truncated)
     if failures:
         CHUNKS.labels(model, "failed").inc(len(failures))
         for failure in failures:

@@ -67,13 +67,17 @@ class EmbedderServicer(embedder_service_pb2_grpc.EmbedderServiceServicer):
             is_query=is_query,
             instruction=request.instruction if request.HasField("instruction") else None,
             normalize=request.normalize if request.HasField("normalize") else None,
+            fail_on_truncation=request.fail_on_truncation,
             # A query is what a search waits for; documents are bulk work.
             priority=Priority.QUERY if is_query else Priority.BULK,
             path="grpc",
         )
         results = [embedder_pb2.EmbedResult() for _ in request.texts]
-        for position, vector in outcome.vectors.items():
-            results[position].vector.values.extend(vector.tolist())
+        for position, embedded in outcome.vectors.items():
+            vector = results[position].vector
+            vector.values.extend(embedded.vector.tolist())
+            vector.token_count = embedded.tokens
+            vector.truncated = embedded.truncated
         for failure in outcome.failures:
             results[failure.index].error.reason = failure.reason
             results[failure.index].error.message = failure.message

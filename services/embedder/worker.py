@@ -123,11 +123,11 @@ class EmbedWorker:
         if isinstance(outcome, EmbedOutcome):
             result.model = outcome.model.name
             result.dimension = outcome.model.dimension
-            for position, vector in sorted(outcome.vectors.items()):
+            for position, embedded in sorted(outcome.vectors.items()):
                 result.vectors.add(
                     chunk_id=batch.items[position].chunk_id,
-                    vector=vector.astype("<f4").tobytes(),
-                    dimension=vector.shape[0],
+                    vector=embedded.vector.astype("<f4").tobytes(),
+                    dimension=embedded.vector.shape[0],
                 )
         for failure in failures:
             result.failures.add(

@@ -115,6 +115,21 @@ async def test_embeddings_equal_in_process_sentence_transformers(stub, token: st
     assert cosines.min() >= 0.999, cosines
 
 
+async def test_token_counts_and_truncation(stub, token: str) -> None:
+    long_text = "vectors and collections " * 200
+    request = pb.EmbedRequest(
+        model=MINILM, texts=["hello world", long_text], input_kind=config_pb2.INPUT_KIND_DOCUMENT
+    )
+    reply = await stub.Embed(request, metadata=_auth(token))
+    short, long = (r.vector for r in reply.results)
+    assert (short.token_count, short.truncated) == (4, False)
+    assert long.token_count > 256 and long.truncated
+    request.fail_on_truncation = True
+    reply = await stub.Embed(request, metadata=_auth(token))
+    assert reply.results[0].WhichOneof("result") == "vector"
+    assert reply.results[1].error.reason == "INPUT_TOO_LONG"
+
+
 async def test_bad_inputs_fail_alone_with_reasons(stub, token: str) -> None:
     texts = ["good one", "", "   ", "y" * 60_000, "another good one"]
     reply = await stub.Embed(

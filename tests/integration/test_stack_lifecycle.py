@@ -26,6 +26,9 @@ def _start(data_dir: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # like a terminal: SIGINT goes to the launcher's group
+        # The embedder starts its own Triton, as in `make run`; the hashing model alone
+        # keeps that quick (MiniLM is loaded by the session's shared Triton instead).
+        env={**os.environ, "VECTOROPS_EMBEDDER_MODELS": "vectorops/hash-bow-384"},
     )
 
 
@@ -78,6 +81,11 @@ def test_sigint_stops_everything_and_a_second_run_reuses_the_data(data_dir: Path
 
         pids = _stack_processes(data_dir)
         assert set(pids) == {*(s.value for s in SERVICES), "postgres", "nats-server"}
+        tritons = [
+            p for p in psutil.Process(pids["embedder"]).children() if p.name() == "tritonserver"
+        ]
+        assert len(tritons) == 1  # the embedder's own Triton
+        pids["tritonserver"] = tritons[0].pid
         postgres_family = [p.pid for p in psutil.Process(pids["postgres"]).children(recursive=True)]
         for service in SERVICES:
             port = json.loads((data_dir / "run" / f"{service.value}.ready.json").read_text())[

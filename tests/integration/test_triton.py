@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from triton_fixtures import triton_client, triton_host  # noqa: F401  (fixtures)
 
 from embedder.adapters.triton_client import (
     ModelStats,
@@ -64,17 +63,17 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-async def test_models_are_ready(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_models_are_ready(triton_client: TritonClient) -> None:
     assert await triton_client.is_ready(MINILM)
     assert await triton_client.is_ready(HASH)
     assert not await triton_client.is_ready("no_such_model")
 
 
 async def test_minilm_matches_sentence_transformers_in_process(
-    triton_client: TritonClient,  # noqa: F811
+    triton_client: TritonClient,
     in_process_minilm,
 ) -> None:
-    served = await triton_client.embed(MINILM, TEXTS, priority=1)
+    served = (await triton_client.embed(MINILM, TEXTS, priority=1)).vectors
     local = in_process_minilm.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     assert served.shape == (len(TEXTS), 384)
     assert served.dtype == np.float32
@@ -83,52 +82,64 @@ async def test_minilm_matches_sentence_transformers_in_process(
 
 
 async def test_minilm_batch_over_max_batch_size_keeps_order(
-    triton_client: TritonClient,  # noqa: F811
+    triton_client: TritonClient,
     in_process_minilm,
 ) -> None:
     # 100 > max_batch_size 64: the client splits it; rows must come back in order.
     texts = [f"document number {i} is about topic {i % 7}" for i in range(100)]
-    served = await triton_client.embed(MINILM, texts, priority=2)
+    served = (await triton_client.embed(MINILM, texts, priority=2)).vectors
     local = in_process_minilm.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     assert served.shape == (100, 384)
     assert cosines(served, local).min() >= 0.999
 
 
-async def test_hash_bow_equals_hash_embed(triton_client: TritonClient) -> None:  # noqa: F811
-    served = await triton_client.embed(HASH, TEXTS, priority=1)
+async def test_hash_bow_equals_hash_embed(triton_client: TritonClient) -> None:
+    served = (await triton_client.embed(HASH, TEXTS, priority=1)).vectors
     np.testing.assert_allclose(served, hash_embed(TEXTS, 384), atol=1e-6)
 
 
-async def test_hash_bow_batch_of_100_in_order(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_hash_bow_batch_of_100_in_order(triton_client: TritonClient) -> None:
     texts = [f"text {i} word{i} token{i * 7}" for i in range(100)]
-    served = await triton_client.embed(HASH, texts, priority=2)
+    served = (await triton_client.embed(HASH, texts, priority=2)).vectors
     np.testing.assert_allclose(served, hash_embed(texts, 384), atol=1e-6)
 
 
-async def test_hash_bow_shared_words_are_nearer(triton_client: TritonClient) -> None:  # noqa: F811
-    query, related, unrelated = await triton_client.embed(
-        HASH,
-        [
-            "reset my account password",
-            "how to reset the password of an account",
-            "lemon cake with fresh berries",
-        ],
-        priority=1,
-    )
+async def test_token_counts_before_truncation(triton_client: TritonClient) -> None:
+    long_text = "The quick brown fox jumps over the lazy dog. " * 60
+    minilm = await triton_client.embed(MINILM, ["hello world", long_text], priority=1)
+    # [CLS] hello world [SEP]; the long text is far past the 256 word pieces read.
+    assert minilm.tokens.tolist()[0] == 4
+    assert minilm.tokens.tolist()[1] > 256
+    words = await triton_client.embed(HASH, ["one two three", "Ünïcödé: naïve café"], priority=1)
+    assert words.tokens.tolist() == [3, 3]
+
+
+async def test_hash_bow_shared_words_are_nearer(triton_client: TritonClient) -> None:
+    query, related, unrelated = (
+        await triton_client.embed(
+            HASH,
+            [
+                "reset my account password",
+                "how to reset the password of an account",
+                "lemon cake with fresh berries",
+            ],
+            priority=1,
+        )
+    ).vectors
     assert float(query @ related) > float(query @ unrelated) + 0.3
 
 
 @pytest.mark.parametrize("model", [MINILM, HASH])
 async def test_both_priorities_serve_the_same_vectors(
-    triton_client: TritonClient,  # noqa: F811
+    triton_client: TritonClient,
     model: str,
 ) -> None:
     query = await triton_client.embed(model, TEXTS[:5], priority=1, timeout_s=30)
     bulk = await triton_client.embed(model, TEXTS[:5], priority=2, timeout_s=30)
-    np.testing.assert_allclose(query, bulk, atol=1e-5)
+    np.testing.assert_allclose(query.vectors, bulk.vectors, atol=1e-5)
 
 
-async def test_query_overtakes_queued_bulk_batches(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_query_overtakes_queued_bulk_batches(triton_client: TritonClient) -> None:
     """A priority-1 query is served before bulk batches queued ahead of it; a bulk
     request that cannot be served within its timeout raises TritonTimeout."""
     bulk_texts = ["bulk indexing text with a fair number of words in it " * 8] * 64
@@ -148,23 +159,26 @@ async def test_query_overtakes_queued_bulk_batches(triton_client: TritonClient) 
     assert order.index("query") <= 2, order
 
 
-async def test_invalid_text_fails_only_its_own_request(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_invalid_text_fails_only_its_own_request(triton_client: TritonClient) -> None:
     """A lone surrogate is not UTF-8: the model refuses that request and keeps serving."""
     good = asyncio.create_task(triton_client.embed(HASH, ["fine text"], priority=2))
     with pytest.raises(TritonModelError, match="TEXT"):
         await triton_client.embed(HASH, ["bad \ud800 text"], priority=2)
-    assert (await good).shape == (1, 384)
+    assert (await good).vectors.shape == (1, 384)
     with pytest.raises(TritonModelError):
         await triton_client.embed(MINILM, ["bad \ud800 text"], priority=1)
-    assert (await triton_client.embed(MINILM, ["still serving"], priority=1)).shape == (1, 384)
+    assert (await triton_client.embed(MINILM, ["still serving"], priority=1)).vectors.shape == (
+        1,
+        384,
+    )
 
 
-async def test_unknown_model_is_unavailable(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_unknown_model_is_unavailable(triton_client: TritonClient) -> None:
     with pytest.raises(TritonUnavailable):
         await triton_client.embed("no_such_model", ["x"], priority=1)
 
 
-async def test_model_stats_count_queue_and_compute(triton_client: TritonClient) -> None:  # noqa: F811
+async def test_model_stats_count_queue_and_compute(triton_client: TritonClient) -> None:
     before = await triton_client.model_stats(HASH)
     await triton_client.embed(HASH, ["one", "two", "three"], priority=2)
     after = await triton_client.model_stats(HASH)
@@ -185,7 +199,7 @@ async def test_stopped_server_is_unavailable() -> None:
         try:
             assert await client.is_ready(HASH)
             assert not await client.is_ready(MINILM)
-            vectors = await client.embed(HASH, TEXTS, priority=1)
+            vectors = (await client.embed(HASH, TEXTS, priority=1)).vectors
             np.testing.assert_allclose(vectors, hash_embed(TEXTS, 64), atol=1e-6)
             host.stop()
             assert not await client.is_ready(HASH)

@@ -10,12 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from embedder.adapters.triton_client import TritonModelError, TritonUnavailable
+from embedder.adapters.triton_client import Embeddings, TritonModelError, TritonUnavailable
 from embedder.domain.models import HASH_BOW, ModelRegistry
 from embedder.embedding import Embedder, Limits, Priority
 from kit.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
-MODEL = replace(HASH_BOW, max_batch_size=4, max_input_chars=100)
+MODEL = replace(HASH_BOW, max_batch_size=4, max_input_chars=100, max_tokens=50)
 LIMITS = Limits(
     max_texts=20,
     max_request_chars=1000,
@@ -36,7 +36,7 @@ class StandInBackend:
 
     async def embed(
         self, model: str, texts: Sequence[str], *, priority: int, timeout_s: float | None
-    ) -> np.ndarray:
+    ) -> Embeddings:
         self.batches.append(list(texts))
         if self.gate is not None:
             await self.gate.wait()
@@ -47,7 +47,8 @@ class StandInBackend:
         vectors = np.zeros((len(texts), MODEL.dimension), dtype=np.float32)
         vectors[:, 0] = [len(text) for text in texts]
         vectors[:, 1] = 1.0
-        return vectors
+        # One token per character: "long" texts (over max_tokens) are "truncated".
+        return Embeddings(vectors, np.array([len(text) for text in texts], dtype=np.int32))
 
 
 def embedder(backend: StandInBackend) -> Embedder:
@@ -61,7 +62,7 @@ async def test_model_failure_is_bisected_down_to_the_failing_inputs() -> None:
         MODEL.name, texts, is_query=False, priority=Priority.BULK, path="test"
     )
     assert sorted(outcome.vectors) == [0, 1, 3, 5, 7]
-    assert [float(outcome.vectors[i][0]) for i in (0, 1, 3, 5, 7)] == [1, 2, 4, 6, 1]
+    assert [float(outcome.vectors[i].vector[0]) for i in (0, 1, 3, 5, 7)] == [1, 2, 4, 6, 1]
     assert [(f.index, f.reason) for f in outcome.failures] == [
         (2, "INFERENCE_FAILED"),
         (4, "EMPTY_INPUT"),
@@ -74,7 +75,21 @@ async def test_normalize_makes_unit_vectors() -> None:
     outcome = await embedder(StandInBackend()).embed(
         MODEL.name, ["abc"], is_query=True, normalize=True, priority=Priority.QUERY, path="test"
     )
-    assert np.linalg.norm(outcome.vectors[0]) == pytest.approx(1.0)
+    assert np.linalg.norm(outcome.vectors[0].vector) == pytest.approx(1.0)
+
+
+async def test_truncated_inputs_are_flagged_or_failed_on_request() -> None:
+    texts = ["short", "t" * 60]
+    service = embedder(StandInBackend())
+    lenient = await service.embed(
+        MODEL.name, texts, is_query=False, priority=Priority.BULK, path="t"
+    )
+    assert [(e.tokens, e.truncated) for e in lenient.vectors.values()] == [(5, False), (60, True)]
+    strict = await service.embed(
+        MODEL.name, texts, is_query=False, fail_on_truncation=True, priority=Priority.BULK, path="t"
+    )
+    assert list(strict.vectors) == [0]
+    assert [(f.index, f.reason) for f in strict.failures] == [(1, "INPUT_TOO_LONG")]
 
 
 @pytest.mark.parametrize(

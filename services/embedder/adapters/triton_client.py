@@ -1,7 +1,8 @@
 """The async Triton client the embedder embeds through (tritonclient, gRPC).
 
 Every model of ``deploy/triton/model_repository`` takes ``TEXT`` (BYTES, one
-text per row) and returns ``EMBEDDING`` (FP32, one vector per row). Triton's
+text per row) and returns ``EMBEDDING`` (FP32, one vector per row) and ``TOKENS``
+(INT32, the row's token count before the model truncates it). Triton's
 errors are turned into three exceptions the application layer can act on:
 ``TritonUnavailable`` (retry later, report NOT_SERVING), ``TritonModelError``
 (this batch failed: fail its chunks) and ``TritonTimeout`` (deadline spent).
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 INPUT = "TEXT"
 OUTPUT = "EMBEDDING"
+TOKENS = "TOKENS"
 
 # Health probes must answer fast even when the server is gone.
 _PROBE_TIMEOUT_S = 2.0
@@ -45,6 +47,12 @@ class TritonModelError(TritonError):
 
 class TritonTimeout(TritonError):
     """The call's deadline passed before Triton answered."""
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # float32, (n, dimension)
+    tokens: np.ndarray  # int32, (n,): tokens of each input before truncation
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,8 @@ class TritonClient:
         *,
         priority: int,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
-        """Vectors of ``texts`` by ``model``: float32, shape ``(len(texts), dimension)``, in order.
+    ) -> Embeddings:
+        """Vectors (float32, ``(len(texts), dimension)``) and token counts of ``texts``, in order.
 
         ``priority`` is the dynamic batcher's level (1 = queries, 2 = bulk).
         ``timeout_s`` bounds each request; it is also sent to Triton, so work whose
@@ -119,11 +127,15 @@ class TritonClient:
         parts = await asyncio.gather(
             *(self._infer(model, chunk, priority, timeout_s) for chunk in chunks)
         )
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return Embeddings(
+            np.concatenate([p.vectors for p in parts]), np.concatenate([p.tokens for p in parts])
+        )
 
     async def _infer(
         self, model: str, data: list[bytes], priority: int, timeout_s: float | None
-    ) -> np.ndarray:
+    ) -> Embeddings:
         array = np.array(data, dtype=np.object_).reshape(-1, 1)
         tensor = grpcclient.InferInput(INPUT, list(array.shape), "BYTES")
         tensor.set_data_from_numpy(array)
@@ -131,7 +143,10 @@ class TritonClient:
             result = await self._client.infer(
                 model,
                 [tensor],
-                outputs=[grpcclient.InferRequestedOutput(OUTPUT)],
+                outputs=[
+                    grpcclient.InferRequestedOutput(OUTPUT),
+                    grpcclient.InferRequestedOutput(TOKENS),
+                ],
                 priority=priority,
                 # Triton's timeout is in microseconds; None means none.
                 timeout=max(1, int(timeout_s * 1_000_000)) if timeout_s else None,
@@ -144,10 +159,15 @@ class TritonClient:
                 self._max_batch.pop(model, None)
             raise error from exc
         vectors = result.as_numpy(OUTPUT)
+        tokens = result.as_numpy(TOKENS)
         if vectors is None or vectors.ndim != 2 or vectors.shape[0] != len(data):
             shape = None if vectors is None else vectors.shape
             raise TritonModelError(f"{model} returned {shape} for {len(data)} texts")
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        if tokens is None or tokens.size != len(data):
+            raise TritonModelError(f"{model} returned no {TOKENS} count per text")
+        return Embeddings(
+            np.ascontiguousarray(vectors, dtype=np.float32), tokens.reshape(-1).astype(np.int32)
+        )
 
     async def _max_batch_size(self, model: str, timeout_s: float | None) -> int:
         """The model's max_batch_size from its config, asked once per model."""

@@ -98,7 +98,7 @@ class TritonHost:
 
     ``parameters`` overrides config.pbtxt parameters per model, e.g.
     ``{"hash_bow": {"dimension": "64"}}`` (a ``dimension`` also sets the
-    ``EMBEDDING`` output's dims). gRPC listens on ``host`` at a free port;
+    ``EMBEDDING`` output's dims). gRPC listens on ``host`` at ``port`` (0: a free one);
     ``metrics_port`` (0: a free port) turns Triton's Prometheus endpoint on.
     The log goes to ``<work_dir>/tritonserver.log``.
     """
@@ -111,6 +111,7 @@ class TritonHost:
         repository: Path = DEFAULT_REPOSITORY,
         parameters: Mapping[str, Mapping[str, str]] | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
         metrics_port: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -122,6 +123,7 @@ class TritonHost:
         self.metrics_port = metrics_port
         self.extra_env = dict(env or {})
         self.log_path = self.work_dir / "tritonserver.log"
+        self.port = port  # 0: a free port, chosen at start
         self.grpc_port: int | None = None
         self._metrics_bound: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -144,7 +146,7 @@ class TritonHost:
         backends = self._prepare_backends()
         env = self._environment()
         for attempt in range(1, _BIND_ATTEMPTS + 1):
-            self.grpc_port = _free_port(self.host)
+            self.grpc_port = self.port or _free_port(self.host)
             self._metrics_bound = (
                 None if self.metrics_port is None else (self.metrics_port or _free_port(self.host))
             )
@@ -157,7 +159,7 @@ class TritonHost:
             except RuntimeError as exc:
                 self.stop()
                 tail = self._log_since(offset)
-                if attempt < _BIND_ATTEMPTS and _BIND_FAILURE.search(tail):
+                if not self.port and attempt < _BIND_ATTEMPTS and _BIND_FAILURE.search(tail):
                     logger.warning("tritonserver could not bind its ports; retrying: %s", exc)
                     continue
                 raise

