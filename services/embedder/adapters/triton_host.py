@@ -31,10 +31,9 @@ import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import embedder
-from kit.stack.process import log_tail, spawn, stop
+from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def _set_output_dims(config: str, output: str, dimension: int) -> str:
     return updated
 
 
-class TritonHost:
+class TritonHost(SupervisedServer):
     """``tritonserver`` serving ``models`` from a copy of ``repository`` under ``work_dir``.
 
     ``parameters`` overrides config.pbtxt parameters per model, e.g.
@@ -176,22 +175,6 @@ class TritonHost:
         if self._proc is not None:
             stop(self._proc, signal.SIGTERM, timeout)
             self._proc = None
-
-    def __enter__(self) -> TritonHost:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     @property
     def url(self) -> str:

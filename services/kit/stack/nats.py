@@ -12,9 +12,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from kit.stack.process import log_tail, spawn, stop
+from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
-class NatsServer:
+class NatsServer(SupervisedServer):
     """nats-server with JetStream storing under ``store_dir`` (kept across runs).
 
     ``port=0`` picks a free port (``-p -1``); ``monitor_port`` enables the HTTP
@@ -94,22 +93,6 @@ class NatsServer:
             self._ports_dir.cleanup()
             self._ports_dir = None
         self._ports = {}
-
-    def __enter__(self) -> NatsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     @property
     def url(self) -> str:

@@ -18,12 +18,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psutil
 
-from kit.stack.process import log_tail, spawn, stop
+from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def _bin(name: str) -> str:
     return str(_BIN_DIR / name)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(SupervisedServer):
     """One Postgres cluster in ``data_dir``; Unix socket only unless ``port`` is given.
 
     The log goes to ``<data_dir>.log`` beside the data dir (initdb wants the data
@@ -116,23 +115,7 @@ class EmbeddedPostgres:
         self._socket_dir = None
         self._own_socket_dir = False
 
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- connection info ---------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     @property
     def dsn(self) -> str:

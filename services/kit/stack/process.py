@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -101,3 +102,27 @@ def log_tail(path: Path, size: int = 4000) -> str:
             return f.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
+
+
+class SupervisedServer:
+    """Base of a server we run as a supervised child: ``start``/``stop`` by the
+    subclass, the child in ``_proc``; a context manager, and the live child's pid."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
