@@ -102,17 +102,23 @@ class Embedder:
         fail_on_truncation: bool = False,
         priority: Priority,
         path: str,
+        deadline_s: float | None = None,
     ) -> EmbedOutcome:
+        """``deadline_s``: seconds the caller still waits (its gRPC deadline); Triton
+        drops work whose caller has given up instead of computing it for no one."""
         model = self.registry.get(model_name)
         self._check_size(texts)
         prepared = prepare(texts, model, is_query=is_query, instruction=instruction)
         vectors: dict[int, Embedded] = {}
         failures = list(prepared.failures)
         started = time.perf_counter()
+        timeout_s = self._limits.triton_timeout_seconds
+        if deadline_s is not None:
+            timeout_s = max(0.001, min(timeout_s, deadline_s))
 
         async def run(batch: range) -> None:
             batch_texts = [prepared.texts[i] for i in batch]
-            results = await self._embed_isolating_failures(model, batch_texts, priority)
+            results = await self._embed_isolating_failures(model, batch_texts, priority, timeout_s)
             for offset, result in zip(batch, results, strict=True):
                 position = prepared.indexes[offset]
                 if isinstance(result, str):
@@ -181,19 +187,19 @@ class Embedder:
             )
 
     async def _embed_isolating_failures(
-        self, model: ModelSpec, texts: list[str], priority: Priority
+        self, model: ModelSpec, texts: list[str], priority: Priority, timeout_s: float
     ) -> list[Embedded | str]:
         """Vectors for ``texts``; where the model fails, bisect until the failing
         inputs stand alone, and give their error message in their place."""
         try:
-            embeddings = await self._call(model, texts, priority)
+            embeddings = await self._call(model, texts, priority, timeout_s)
         except TritonModelError as error:
             if len(texts) == 1:
                 return [str(error)[:500]]
             middle = len(texts) // 2
             halves = await asyncio.gather(
-                self._embed_isolating_failures(model, texts[:middle], priority),
-                self._embed_isolating_failures(model, texts[middle:], priority),
+                self._embed_isolating_failures(model, texts[:middle], priority, timeout_s),
+                self._embed_isolating_failures(model, texts[middle:], priority, timeout_s),
             )
             return [*halves[0], *halves[1]]
         return [
@@ -201,7 +207,9 @@ class Embedder:
             for vector, tokens in zip(embeddings.vectors, embeddings.tokens, strict=True)
         ]
 
-    async def _call(self, model: ModelSpec, texts: list[str], priority: Priority) -> Embeddings:
+    async def _call(
+        self, model: ModelSpec, texts: list[str], priority: Priority, timeout_s: float
+    ) -> Embeddings:
         slots = self._slots[priority]
         if priority is Priority.QUERY:
             try:
@@ -221,7 +229,7 @@ class Embedder:
                 model.triton_model,
                 texts,
                 priority=int(priority),
-                timeout_s=self._limits.triton_timeout_seconds,
+                timeout_s=timeout_s,
             )
         except TritonUnavailable as error:
             raise Unavailable(

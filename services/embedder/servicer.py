@@ -68,6 +68,7 @@ class EmbedderServicer(embedder_service_pb2_grpc.EmbedderServiceServicer):
             instruction=request.instruction if request.HasField("instruction") else None,
             normalize=request.normalize if request.HasField("normalize") else None,
             fail_on_truncation=request.fail_on_truncation,
+            deadline_s=context.time_remaining(),
             # A query is what a search waits for; documents are bulk work.
             priority=Priority.QUERY if is_query else Priority.BULK,
             path="grpc",

@@ -17,7 +17,7 @@ from embedder.domain.inputs import InputFailure
 from embedder.embedding import Embedder, EmbedOutcome, Priority
 from kit.bus.jetstream import Delivery, JetStream, Reject, Retry
 from kit.bus.topology import EMBED, ConsumerSpec
-from kit.errors import InvalidArgument, NotFound, Unavailable
+from kit.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from kit.events import EnvelopeError, new_envelope, parse_envelope, unpack
 from kit.logs import get_logger
 from vectorops.common.v1 import config_pb2
@@ -97,12 +97,14 @@ class EmbedWorker:
                 normalize=batch.normalize if batch.HasField("normalize") else None,
                 priority=Priority.BULK,
                 path="queue",
+                deadline_s=_seconds_left(batch),
             )
         except (NotFound, InvalidArgument) as error:
             # Retrying cannot help: every chunk fails, with the reason, and the batch is done.
             return [InputFailure(i, error.reason, error.message) for i in range(len(texts))]
-        except Unavailable as error:
-            if batch.HasField("deadline") and batch.deadline.ToSeconds() < time.time():
+        except (Unavailable, DeadlineExceeded) as error:
+            left = _seconds_left(batch)
+            if left is not None and left <= 0:
                 return [InputFailure(i, error.reason, error.message) for i in range(len(texts))]
             raise Retry(error.message) from error
 
@@ -142,3 +144,10 @@ class EmbedWorker:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             await delivery.in_progress()
+
+
+def _seconds_left(batch: embed_pb2.EmbedBatch) -> float | None:
+    """Time until the batch's deadline (None: it has none)."""
+    if not batch.HasField("deadline"):
+        return None
+    return batch.deadline.ToNanoseconds() / 1e9 - time.time()

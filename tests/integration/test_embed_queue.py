@@ -104,48 +104,71 @@ async def test_unknown_model_fails_every_chunk_of_the_batch(stack, bus) -> None:
     ]
 
 
-async def test_embedder_killed_mid_batch_loses_and_duplicates_nothing(
-    infra_dir, postgres, triton_host
-) -> None:
-    """On a NATS of its own, one embedder takes batches and is SIGKILLed while it holds
-    some unacked; a fresh embedder then finishes the queue; every chunk comes back once."""
-    operation = uuid.uuid4().hex
-    folder = infra_dir / f"embedders-{operation[:8]}"
-    own_nats = NatsServer(folder / "nats")
-    own_nats.start()
+@pytest.fixture
+async def own_queue(infra_dir, postgres, triton_host, request):
+    """A NATS of its own and an embedder on it (ack wait 2 s), so the test knows
+    which embedder holds which batch: (embedders stack, bus)."""
+    folder = infra_dir / f"own-queue-{uuid.uuid4().hex[:8]}"
+    nats = NatsServer(folder / "nats")
+    nats.start()
     options = StackOptions.ephemeral(folder / "stack")
-    options.postgres_dsn = postgres.create_database("embedders")
-    options.nats_url = own_nats.url
+    options.postgres_dsn = postgres.create_database("own_queue")
+    options.nats_url = nats.url
     options.services = (ServiceName.EMBEDDER,)
     options.extra_env = {
         "VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url,
-        "VECTOROPS_EMBEDDER_QUEUE_ACK_WAIT_SECONDS": "3",
+        "VECTOROPS_EMBEDDER_QUEUE_ACK_WAIT_SECONDS": "2",
     }
     embedders = Stack(options)
-    bus = await JetStream.connect(own_nats.url, name="embed-queue-test")
+    bus = None
     try:
         embedders.start()
-        texts = [f"chunk number {i} about vectors and queues" for i in range(64)]
-        batches = [_batch(operation, n, texts, MINILM) for n in range(16)]
-        for batch in batches:
-            await _publish(bus, batch)
-        for _ in range(200):
-            info = await bus.js.consumer_info(EMBED.name, "embedders")
-            if info.num_ack_pending > 0:
-                break
-            await asyncio.sleep(0.05)
-        # The only embedder holds these batches unacked: it dies in the middle of them.
-        assert info.num_ack_pending > 0
-        embedders.kill(ServiceName.EMBEDDER)
-        embedders.start_service(ServiceName.EMBEDDER)
-        results = await _results(bus, operation, len(batches), timeout=180)
-        redelivered = (await bus.js.consumer_info(EMBED.name, "embedders")).delivered.consumer_seq
+        bus = await JetStream.connect(nats.url, name="embed-queue-test")
+        yield embedders, bus
     finally:
-        await bus.close()
+        if bus is not None:
+            await bus.close()
         embedders.stop()
-        own_nats.stop()
+        nats.stop()
+
+
+async def test_embedder_killed_mid_batch_loses_and_duplicates_nothing(own_queue) -> None:
+    """One embedder takes batches and is SIGKILLed while it holds some unacked; a fresh
+    embedder then finishes the queue; every chunk comes back once."""
+    embedders, bus = own_queue
+    operation = uuid.uuid4().hex
+    texts = [f"chunk number {i} about vectors and queues" for i in range(64)]
+    batches = [_batch(operation, n, texts, MINILM) for n in range(16)]
+    for batch in batches:
+        await _publish(bus, batch)
+    for _ in range(200):
+        info = await bus.js.consumer_info(EMBED.name, "embedders")
+        if info.num_ack_pending > 0:
+            break
+        await asyncio.sleep(0.05)
+    # The only embedder holds these batches unacked: it dies in the middle of them.
+    assert info.num_ack_pending > 0
+    embedders.kill(ServiceName.EMBEDDER)
+    embedders.start_service(ServiceName.EMBEDDER)
+    results = await _results(bus, operation, len(batches), timeout=180)
+    deliveries = (await bus.js.consumer_info(EMBED.name, "embedders")).delivered.consumer_seq
     chunk_ids = [v.chunk_id for result in results for v in result.vectors]
     assert not [f for result in results for f in result.failures]
     assert sorted(chunk_ids) == sorted(f"{n}:{i}" for n in range(16) for i in range(64))
     assert len(results) == len(batches)  # one result per batch, none repeated
-    assert redelivered > len(batches)  # the killed embedder's batches were delivered again
+    assert deliveries > len(batches)  # the killed embedder's batches were delivered again
+
+
+async def test_slow_batch_keeps_its_lease_with_in_progress(own_queue) -> None:
+    """A batch that takes several ack waits is not handed to anyone else meanwhile."""
+    _, bus = own_queue
+    operation = uuid.uuid4().hex
+    texts = [f"a long chunk {i} " + "about vectors and queues " * 40 for i in range(512)]
+    batch = _batch(operation, 0, texts, MINILM)
+    started = time.monotonic()
+    await _publish(bus, batch)
+    [result] = await _results(bus, operation, 1, timeout=120)
+    assert time.monotonic() - started > 4  # two ack waits at least
+    assert len(result.vectors) == 512
+    info = await bus.js.consumer_info(EMBED.name, "embedders")
+    assert info.delivered.consumer_seq == 1  # delivered once: never redelivered

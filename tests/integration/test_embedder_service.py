@@ -3,6 +3,7 @@ what grpcurl shows, equality with in-process sentence-transformers, bad inputs."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -201,3 +202,52 @@ async def test_model_info_and_list(stub, token: str) -> None:
     )
     assert [m.name for m in (*first.models, *second.models)] == [MINILM, HASH]
     assert second.next_page_token == ""
+
+
+async def test_metrics_show_the_work_done(stack, stub, token: str) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await stub.Embed(
+        pb.EmbedRequest(
+            model=HASH, texts=["one two", ""], input_kind=config_pb2.INPUT_KIND_DOCUMENT
+        ),
+        metadata=_auth(token),
+    )
+    url = stack.endpoints[ServiceName.EMBEDDER].metrics_url
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # Triton's statistics are polled by the embedder every few seconds
+        with urllib.request.urlopen(url, timeout=10) as response:
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(response.read().decode())
+                for s in family.samples
+            }
+        if samples.get(("vectorops_embedder_triton_inferences_total", (("model", HASH),)), 0) > 0:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no Triton statistics"
+        await asyncio.sleep(0.5)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("vectorops_embedder_chunks_total", model=HASH, outcome="embedded") >= 1
+    assert value("vectorops_embedder_tokens_total", model=HASH) >= 2
+    assert value("vectorops_embedder_input_failures_total", model=HASH, reason="EMPTY_INPUT") >= 1
+    assert value("vectorops_embedder_requests_total", model=HASH, path="grpc") >= 1
+    assert value("vectorops_embedder_batch_seconds_count", model=HASH, priority="bulk") >= 1
+    assert value("vectorops_embedder_triton_up") == 1
+    assert value("vectorops_embedder_triton_compute_seconds_total", model=HASH) > 0
+    assert value("vectorops_embedder_triton_queue_seconds_total", model=HASH) > 0
+    assert (
+        value(
+            "vectorops_embedder_model_info",
+            model=MINILM,
+            triton_model="all_minilm_l6_v2",
+            dimension="384",
+            max_tokens="256",
+        )
+        == 1
+    )
+    assert ("vectorops_embedder_in_flight_batches", (("priority", "bulk"),)) in samples
