@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -189,6 +190,9 @@ class JetStream:
         async def handle_then_free(msg: Msg) -> None:
             try:
                 await self._handle(spec, handler, msg)
+            except Exception as error:  # noqa: BLE001 - e.g. the ack lost in an outage
+                # Unacked, the message is redelivered after the ack wait: nothing is lost.
+                log.warning("jetstream.settle_failed", consumer=spec.durable, error=str(error))
             finally:
                 slots.release()
 
@@ -203,6 +207,11 @@ class JetStream:
                     messages = await subscription.fetch(free, timeout=fetch_timeout)
                 except TimeoutError:  # nats-py raises its own subclass, or asyncio's
                     messages = []
+                except nats.errors.Error as error:
+                    # NATS is away (reconnecting): wait and pull again, do not die.
+                    log.warning("jetstream.fetch_failed", consumer=spec.durable, error=str(error))
+                    messages = []
+                    await asyncio.sleep(fetch_timeout)
                 for _ in range(free - len(messages)):
                     slots.release()
                 for msg in messages:
