@@ -27,10 +27,10 @@ from pathlib import Path
 import grpc
 
 from embedder.adapters.triton_host import TritonHost
-from embedder.domain.models import MINILM
 from kit.bus.jetstream import JetStream
 from kit.bus.topology import EMBED_RESULTS
 from kit.config import ServiceName
+from kit.embedding_models import MINILM
 from kit.events import new_envelope, parse_envelope, unpack
 from kit.stack.launcher import Stack, StackOptions
 from vectorops.common.v1 import config_pb2

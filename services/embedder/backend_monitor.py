@@ -8,7 +8,7 @@ import contextlib
 
 from embedder import metrics
 from embedder.adapters.triton_client import TritonClient, TritonError
-from embedder.domain.models import ModelRegistry
+from kit.embedding_models import ModelRegistry
 from kit.grpc.server import RunningServer
 from kit.logs import get_logger
 

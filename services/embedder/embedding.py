@@ -31,7 +31,7 @@ from embedder.domain.inputs import (
     batch_ranges,
     prepare,
 )
-from embedder.domain.models import ModelRegistry, ModelSpec
+from kit.embedding_models import ModelRegistry, ModelSpec
 from kit.errors import (
     DeadlineExceeded,
     FieldViolation,

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from embedder.domain.inputs import InputFailure
-from embedder.domain.models import ModelSpec
+from kit.embedding_models import ModelSpec
 
 REQUESTS = Counter(
     "vectorops_embedder_requests_total",

@@ -16,11 +16,11 @@ from embedder.adapters.triton_client import TritonClient
 from embedder.adapters.triton_host import TritonHost
 from embedder.backend_monitor import BackendMonitor
 from embedder.config import EmbedderSettings
-from embedder.domain.models import ModelRegistry
 from embedder.embedding import Embedder, Limits
 from embedder.servicer import EmbedderServicer
 from embedder.worker import EmbedWorker, consumer_spec
 from kit.config import ServiceName
+from kit.embedding_models import ModelRegistry
 from kit.grpc.server import bind
 from kit.logs import get_logger
 from kit.runtime import ServiceContext, ServiceSpec

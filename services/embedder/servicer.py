@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from embedder.domain.models import ModelSpec, Pooling, Quantization
 from embedder.embedding import Embedder, Priority
+from kit.embedding_models import ModelSpec, Pooling, Quantization
 from kit.errors import FieldViolation, InvalidArgument
 from kit.grpc.pagination import page
 from vectorops.common.v1 import config_pb2

@@ -11,11 +11,11 @@ import uuid
 import numpy as np
 import pytest
 
-from embedder.domain.hashing import hash_embed
 from kit.bus.jetstream import JetStream
 from kit.bus.topology import ALL_STREAMS, EMBED, EMBED_RESULTS
 from kit.config import ServiceName
 from kit.events import new_envelope, parse_envelope, unpack
+from kit.hash_embedding import hash_embed
 from kit.stack.launcher import Stack, StackOptions
 from kit.stack.nats import NatsServer
 from vectorops.common.v1 import config_pb2

@@ -19,7 +19,7 @@ from embedder.adapters.triton_client import (
     TritonUnavailable,
 )
 from embedder.adapters.triton_host import TritonHost
-from embedder.domain.hashing import hash_embed
+from kit.hash_embedding import hash_embed
 
 pytestmark = pytest.mark.integration
 

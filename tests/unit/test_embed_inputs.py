@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from embedder.domain.inputs import EMPTY_INPUT, INPUT_TOO_LONG, batch_ranges, prepare
-from embedder.domain.models import HASH_BOW
+from kit.embedding_models import HASH_BOW
 
 
 def test_good_inputs_pass_with_instruction_and_bad_ones_fail_alone() -> None:

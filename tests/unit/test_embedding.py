@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from embedder.adapters.triton_client import Embeddings, TritonModelError, TritonUnavailable
-from embedder.domain.models import HASH_BOW, ModelRegistry
 from embedder.embedding import Embedder, Limits, Priority
+from kit.embedding_models import HASH_BOW, ModelRegistry
 from kit.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 MODEL = replace(HASH_BOW, max_batch_size=4, max_input_chars=100, max_tokens=50)

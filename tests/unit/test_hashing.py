@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from embedder.domain.hashing import hash_embed, tokenize
+from kit.hash_embedding import hash_embed, tokenize
 
 TEXTS = ["The quick brown fox", "jumps over the lazy dog", "Ünïcödé — 東京 и Москва", "a"]
 
@@ -95,7 +95,7 @@ def test_pinned_vector() -> None:
 def test_deterministic_across_processes() -> None:
     """Python's hash() is salted per process; ours must not be (embedders must agree)."""
     code = (
-        "import json, sys; from embedder.domain.hashing import hash_embed; "
+        "import json, sys; from kit.hash_embedding import hash_embed; "
         "print(json.dumps(hash_embed(json.loads(sys.argv[1]), 97).tolist()))"
     )
     here = hash_embed(TEXTS, 97)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from embedder.domain.models import HASH_BOW, MINILM, ModelRegistry, Quantization
+from kit.embedding_models import HASH_BOW, MINILM, ModelRegistry, Quantization
 from kit.errors import Code, NotFound
 
 

@@ -235,7 +235,8 @@ class TritonHost(SupervisedServer):
         # Not resolve(): a venv's python is a symlink, and its bin is what we want.
         env["PATH"] = _join(str(Path(sys.executable).parent), env.get("PATH"))
         # The stub runs the base interpreter's libpython: our site-packages (torch,
-        # sentence-transformers) and services/ (embedder.domain) must be named.
+        # sentence-transformers) and services/ (kit.hash_embedding and
+        # embedder.adapters.triton_model, which the models import) must be named.
         paths = sysconfig.get_paths()
         env["PYTHONPATH"] = _join(
             str(SERVICES_DIR), paths["purelib"], paths["platlib"], env.get("PYTHONPATH")

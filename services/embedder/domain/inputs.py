@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from embedder.domain.models import ModelSpec
+from kit.embedding_models import ModelSpec
 
 EMPTY_INPUT = "EMPTY_INPUT"
 INPUT_TOO_LONG = "INPUT_TOO_LONG"

@@ -1,6 +1,6 @@
 """Triton python backend model: feature-hashed bag of words.
 
-The algorithm is ``embedder.domain.hashing.hash_embed``: the ``services/`` folder
+The algorithm is ``kit.hash_embedding.hash_embed``: the ``services/`` folder
 of vectorops must be on the stub's PYTHONPATH (the embedder's TritonHost sets
 it; a container image must copy ``services/embedder`` in and set it too). The
 dimension is the ``dimension`` parameter and must equal the output's dims.
@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from embedder.adapters import triton_model
-from embedder.domain.hashing import hash_embed, tokenize
+from kit.hash_embedding import hash_embed, tokenize
 
 
 class TritonPythonModel:
