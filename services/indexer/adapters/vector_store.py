@@ -49,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from kit.embedding_models import Quantization
 from kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 SYSTEM_PREFIX = "_"
@@ -70,12 +71,6 @@ class Distance(StrEnum):
     COSINE = "cosine"
     DOT = "dot"
     EUCLID = "euclid"
-
-
-class Quantization(StrEnum):
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    INT8 = "int8"
 
 
 class CollectionStatus(StrEnum):
