@@ -290,15 +290,17 @@ class Operation:
         step completes the operation. The StepStarted event may be lost or come
         late, so completing the next step without a begin is accepted."""
         self._require_known(step)
+        if self.finished:
+            return self, []  # never resurrect; nothing late can matter any more
         data = dict(checkpoint)
         if step in self.checkpoints:
             if dict(self.checkpoints[step]) != data:
+                # Two different results for one step: a bug or two workers on one
+                # operation. Refuse rather than pick one silently.
                 raise CheckpointConflict(
                     f"operation {self.id}: step {step!r} already completed with other data"
                 )
             return self, []  # redelivery
-        if self.finished:
-            return self, []
         self._require_next(step)
         op, events = self.begin_step(step, now)
         op = replace(

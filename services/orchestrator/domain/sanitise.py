@@ -45,18 +45,22 @@ _TEMP_PATH = re.compile(
     r"|%te?mp%(?:[\\/][^\s'\"<>|,;]*)?)",
     re.IGNORECASE,
 )
+# A user name: one token, or up to four words ("Bob Smith" on macOS and
+# Windows) when a path separator follows them. Bounded, so the scan stays linear.
+_USER = r"(?:(?:" + _PART + r" ){1,3}" + _PART + r"(?=[/\\])|" + _PART + r")"
 # Home directories lose the user name; the rest of the path stays (it is what
 # makes the message useful: "<home>/docs/report.pdf: not a PDF").
 _HOME_DIR = re.compile(
-    _START + r"(?:/home/" + _PART + r"|/root(?=[/\\\s'\"<>|,;:)\]}]|$)|/Users/" + _PART + r")"
-    r"|(?<![\w])[a-zA-Z]:[\\/]+(?:Users|Documents and Settings)[\\/]+" + _PART,
+    _START + r"(?:/home/" + _USER + r"|/root(?=[/\\\s'\"<>|,;:)\]}]|$)|/Users/" + _USER + r")"
+    r"|(?<![\w])[a-zA-Z]:[\\/]+(?:Users|Documents and Settings)[\\/]+" + _USER,
     re.IGNORECASE,
 )
 # The lookbehind makes every attempt start at a token boundary, which keeps the
 # scan linear on long runs of word characters without an "@".
 _EMAIL = re.compile(r"(?<![\w.+%-])[\w.+%-]+@[\w-]+(?:\.[\w-]+)*")
-# What truncation may leave at the very end: "alice@exa" or "/home/ali".
-_TRAILING_FRAGMENT = re.compile(r"(?:[\w.+%-]+@\S*|/(?:home|Users)/\S*)$", re.IGNORECASE)
+# What a cut may leave at the very end ("alice@exa", "alice.smi", "/home/ali"):
+# the last token is incomplete anyway, so it goes whole.
+_TRAILING_TOKEN = re.compile(r"\S+$")
 _TRAILING_PUNCT = ".:)]}"
 
 _SECRET_KEY = re.compile(r"(?i)password|passwd|secret|token|key")
@@ -78,7 +82,7 @@ def sanitise(message: str | None, limit: int = MAX_MESSAGE_CHARS) -> str:
     cut_early = len(message) > len(text)
     if cut_early:
         # The prefix may end inside an e-mail or a home path: drop that fragment.
-        text = _TRAILING_FRAGMENT.sub("", text)
+        text = _TRAILING_TOKEN.sub("", text)
     # Credentials first: a DSN's "user:pass@host" would otherwise half-match as
     # an e-mail and leave the user name behind.
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
