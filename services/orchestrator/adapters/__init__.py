@@ -1,0 +1,1 @@
+"""The orchestrator's adapters: Postgres (repository) and, later, the bus."""

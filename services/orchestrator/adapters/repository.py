@@ -1,0 +1,860 @@
+"""The orchestrator's Postgres repository: collections, sources, operations and
+idempotency keys, each change with its outbox rows in one transaction.
+
+Rows map to the domain's ``Operation`` (wrapped in ``OperationRecord`` with the
+fields only the API needs) and to ``CollectionRecord``, the persistence view of
+a collection. State changes go through the domain: ``start_operation`` asks
+``can_start`` under the collection's row lock, and ``apply`` runs a pure
+transition and derives the collection's status with ``status_after``, so the
+failure mapping holds on every path (step events, cancel, reaper).
+
+Lock order is always collection row, then operation row, so two callers never
+deadlock. Another owner's rows answer NOT_FOUND: existence must not leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from kit.errors import AlreadyExists, InvalidArgument, NotFound
+from kit.grpc.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from kit.outbox import enqueue_event
+from orchestrator.domain.collections import GONE, can_start, status_after
+from orchestrator.domain.operations import (
+    STEPS,
+    CollectionStatus,
+    DomainEvent,
+    ErrorType,
+    Operation,
+    OperationError,
+    OperationStatus,
+    OperationType,
+    Progress,
+)
+from vectorops.events.v1 import envelope_pb2
+
+OutboxRows = Sequence[tuple[str, envelope_pb2.Envelope]]
+Transition = Callable[[Operation], tuple[Operation, list[DomainEvent]]]
+
+_ACTIVE = ("PENDING", "PROCESSING")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source as a request gives it."""
+
+    kind: str  # "directory" | "upload"
+    path: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    id: str
+    collection_id: str
+    kind: str
+    path: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    status: str
+    document_count: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """A collection as stored: what ``Collection`` in the API answers from."""
+
+    id: str
+    owner_id: str
+    name: str
+    description: str
+    alias_name: str
+    physical_collection: str
+    staging_collection: str | None
+    generation: int
+    config: Mapping[str, Any]
+    status: CollectionStatus
+    status_message: str
+    document_count: int
+    vector_count: int
+    stored_bytes: int
+    active_operation_id: str | None
+    old_physical_collections: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    sources: tuple[SourceRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResourceFigures:
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    documents: int = 0
+    vectors: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """A stored operation: the domain state plus what only the API reads."""
+
+    operation: Operation
+    owner_id: str
+    config: Mapping[str, Any]
+    previous_config: Mapping[str, Any] | None = None
+    source_id: str | None = None
+    request_id: str = ""
+    created_by: str = ""
+    resources: ResourceFigures = field(default_factory=ResourceFigures)
+    result: Mapping[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.operation.id
+
+
+def alias_name_for(collection_id: str) -> str:
+    """The public alias: from the id, so renames and reindexes never move it."""
+    return f"vo_{uuid.UUID(collection_id).hex}"
+
+
+def physical_name_for(collection_id: str, generation: int) -> str:
+    return f"{alias_name_for(collection_id)}_g{generation}"
+
+
+def request_hash(*parts: object) -> str:
+    """A stable hash of a request's meaningful fields, for idempotency keys."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class OrchestratorRepository:
+    def __init__(self, pool: asyncpg.Pool, schema: str = "orchestrator") -> None:
+        self._pool = pool
+        self._s = schema
+
+    # --- creating ---------------------------------------------------------------
+
+    async def create_collection_with_operation(
+        self,
+        owner_id: str,
+        name: str,
+        config: Mapping[str, Any],
+        request_id: str,
+        request_hash: str,
+        first_sources: Sequence[SourceSpec],
+        now: datetime,
+        outbox: OutboxRows | Callable[[CollectionRecord, OperationRecord], OutboxRows],
+        *,
+        description: str = "",
+        created_by: str = "",
+    ) -> tuple[CollectionRecord, OperationRecord, bool]:
+        """Create a PENDING collection, its sources and its INDEX operation.
+
+        ``outbox`` may be a callable given the new collection and operation, since
+        the commands it announces must carry their ids. Returns ``created=False``
+        (and writes nothing) for a retry of an earlier request.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            first = await self._claim_key(conn, owner_id, request_id, request_hash, now)
+            if first is not None:
+                collection = await self._collection(conn, first["collection_id"], owner_id)
+                op = await self._operation(conn, first["operation_id"], owner_id)
+                return collection, op, False
+            collection_id = str(uuid.uuid4())
+            # ON CONFLICT waits for a concurrent insert of the same name and then
+            # reports it, instead of aborting the transaction with an error.
+            inserted = await conn.fetchval(
+                f"""INSERT INTO {self._s}.collections (id, owner_id, name, description,
+                        alias_name, physical_collection, generation, config, status,
+                        created_at, updated_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, 1, $7::jsonb, 'PENDING', $8, $8)
+                    ON CONFLICT (owner_id, name) DO NOTHING RETURNING id""",
+                collection_id,
+                owner_id,
+                name,
+                description,
+                alias_name_for(collection_id),
+                physical_name_for(collection_id, 1),
+                json.dumps(dict(config)),
+                now,
+            )
+            if inserted is None:
+                taken = await conn.fetchval(
+                    f"SELECT id FROM {self._s}.collections WHERE owner_id = $1 AND name = $2",
+                    owner_id,
+                    name,
+                )
+                raise AlreadyExists(
+                    f"a collection named {name!r} already exists",
+                    reason="COLLECTION_NAME_TAKEN",
+                    metadata={"name": name, "collection_id": str(taken or "")},
+                )
+            for source in first_sources:
+                await self._insert_source(conn, collection_id, source, now)
+            operation = Operation(
+                id=str(uuid.uuid4()),
+                collection_id=collection_id,
+                type=OperationType.INDEX,
+                created_at=now,
+                updated_at=now,
+            )
+            await self._insert_operation(
+                conn, operation, owner_id, config, request_id, created_by, None, None
+            )
+            await self._set_active(conn, collection_id, operation.id, CollectionStatus.PENDING, now)
+            collection = await self._collection(conn, collection_id, owner_id)
+            record = await self._operation(conn, operation.id, owner_id)
+            rows = outbox(collection, record) if callable(outbox) else outbox
+            await self._write_outbox(conn, rows)
+            await self._settle_key(conn, owner_id, request_id, operation.id, collection_id)
+            return collection, record, True
+
+    async def start_operation(
+        self,
+        collection_id: str,
+        owner_id: str | None,
+        type: OperationType,
+        config: Mapping[str, Any] | None,
+        request_id: str,
+        request_hash: str,
+        now: datetime,
+        outbox: OutboxRows | Callable[[CollectionRecord, OperationRecord], OutboxRows],
+        *,
+        new_source: SourceSpec | None = None,
+        source_id: str | None = None,
+        created_by: str = "",
+    ) -> tuple[CollectionRecord, OperationRecord, bool]:
+        """Start an operation on an existing collection, one at a time.
+
+        ``config`` None means the collection's own (every type but REINDEX).
+        ``new_source`` (APPEND) is added in the same transaction; ``source_id``
+        names the source an APPEND/REMOVE_SOURCE concerns. ``owner_id`` None is
+        an admin acting on any owner's collection.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            key_owner = owner_id if owner_id is not None else ""
+            first = await self._claim_key(conn, key_owner, request_id, request_hash, now)
+            if first is not None:
+                collection = await self._collection(conn, first["collection_id"], owner_id)
+                op = await self._operation(conn, first["operation_id"], owner_id)
+                return collection, op, False
+            # The row lock makes "one active operation" hold under concurrency:
+            # a second caller waits here and then sees the first one's operation.
+            row = await self._lock_collection(conn, collection_id, owner_id)
+            active = row["active_operation_id"]
+            can_start(
+                CollectionStatus(row["status"]), str(active) if active else None, collection_id
+            )
+            if new_source is not None:
+                source_id = await self._insert_source(conn, collection_id, new_source, now)
+            elif source_id is not None:
+                await self._require_source(conn, collection_id, source_id)
+            before = CollectionStatus(row["status"])
+            operation = Operation(
+                id=str(uuid.uuid4()),
+                collection_id=collection_id,
+                type=OperationType(type),
+                created_at=now,
+                updated_at=now,
+                collection_status_before=before,
+            )
+            live_config = json.loads(row["config"])
+            await self._insert_operation(
+                conn,
+                operation,
+                row["owner_id"],
+                config if config is not None else live_config,
+                request_id,
+                created_by,
+                live_config if config is not None else None,
+                source_id,
+            )
+            after = status_after(operation)
+            await self._set_active(
+                conn, collection_id, operation.id, after if after is not GONE else before, now
+            )
+            collection = await self._collection(conn, collection_id, owner_id)
+            record = await self._operation(conn, operation.id, owner_id)
+            rows = outbox(collection, record) if callable(outbox) else outbox
+            await self._write_outbox(conn, rows)
+            await self._settle_key(conn, key_owner, request_id, operation.id, collection_id)
+            return collection, record, True
+
+    # --- changing state ----------------------------------------------------------
+
+    async def apply(
+        self,
+        operation_id: str,
+        transition: Transition,
+        outbox_for: Callable[[list[DomainEvent]], OutboxRows],
+    ) -> tuple[OperationRecord, list[DomainEvent]]:
+        """Run ``transition`` on the stored operation and persist what it returns,
+        the collection's resulting status and the events' outbox rows, atomically.
+
+        A transition that changes nothing writes nothing (redelivered events).
+        Only the collection's active operation moves its status: a late event
+        for an older operation cannot overwrite a newer one's state.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            collection_id = await conn.fetchval(
+                f"SELECT collection_id FROM {self._s}.operations WHERE id = $1",
+                _uuid(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
+            )
+            if collection_id is None:
+                raise _operation_not_found(operation_id)
+            collection = await conn.fetchrow(
+                f"SELECT * FROM {self._s}.collections WHERE id = $1 FOR UPDATE", collection_id
+            )
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self._s}.operations WHERE id = $1 FOR UPDATE", operation_id
+            )
+            current = _operation_from(row)
+            new, events = transition(current.operation)
+            if new == current.operation and not events:
+                return current, []
+            await self._update_operation(conn, new)
+            if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
+                await self._settle_collection(conn, new, events)
+            await self._write_outbox(conn, outbox_for(events))
+            return await self._operation(conn, new.id, None), events
+
+    async def record_resources(self, operation_id: str, figures: ResourceFigures) -> None:
+        """Store the work's measured resources (the latest report wins)."""
+        async with self._pool.acquire() as conn:
+            done = await conn.execute(
+                f"""UPDATE {self._s}.operations SET wall_seconds = $2, cpu_seconds = $3,
+                        peak_memory_bytes = $4, documents = $5, vectors = $6, bytes = $7
+                    WHERE id = $1""",
+                _uuid(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
+                *asdict(figures).values(),
+            )
+        if done.endswith(" 0"):
+            raise _operation_not_found(operation_id)
+
+    # --- reading -------------------------------------------------------------------
+
+    async def get_collection(self, collection_id: str, owner_id: str | None) -> CollectionRecord:
+        """``owner_id`` None: an admin, who sees every owner's collections."""
+        async with self._pool.acquire() as conn:
+            return await self._collection(conn, collection_id, owner_id)
+
+    async def list_collections(
+        self, owner_id: str | None, page_size: int, page_token: str = ""
+    ) -> tuple[list[CollectionRecord], str]:
+        """One page, oldest first, and the next page's token ("" at the end).
+
+        Keyset pagination on (created_at, id): a row created or deleted between
+        pages neither shifts nor repeats the others, as an offset would.
+        """
+        size = _page_size(page_size)
+        filters = {"owner": owner_id}
+        after = _decode_token(page_token, filters)
+        args: list[Any] = [owner_id, size + 1]
+        where = "($1::text IS NULL OR owner_id = $1)"
+        if after is not None:
+            where += " AND (created_at, id) > ($3, $4)"
+            args += list(after)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT * FROM {self._s}.collections WHERE {where}
+                    ORDER BY created_at, id LIMIT $2""",
+                *args,
+            )
+            page = [await self._with_sources(conn, row) for row in rows[:size]]
+        token = _encode_token(rows[size - 1], filters) if len(rows) > size else ""
+        return page, token
+
+    async def get_operation(self, operation_id: str, owner_id: str | None) -> OperationRecord:
+        async with self._pool.acquire() as conn:
+            return await self._operation(conn, operation_id, owner_id)
+
+    async def list_operations(
+        self,
+        owner_id: str | None,
+        page_size: int,
+        page_token: str = "",
+        *,
+        collection_id: str | None = None,
+        type: OperationType | None = None,
+        status: OperationStatus | None = None,
+    ) -> tuple[list[OperationRecord], str]:
+        """One page, newest first, keyset on (created_at, id) like collections.
+        A token only works with the filters it was issued for."""
+        size = _page_size(page_size)
+        filters = {
+            "owner": owner_id,
+            "collection": collection_id,
+            "type": type and str(type),
+            "status": status and str(status),
+        }
+        after = _decode_token(page_token, filters)
+        args: list[Any] = [
+            owner_id,
+            _uuid(collection_id, "COLLECTION_NOT_FOUND", "collection_id")
+            if collection_id
+            else None,
+            filters["type"],
+            filters["status"],
+            size + 1,
+        ]
+        where = """($1::text IS NULL OR owner_id = $1) AND ($2::uuid IS NULL OR collection_id = $2)
+                   AND ($3::text IS NULL OR type = $3) AND ($4::text IS NULL OR status = $4)"""
+        if after is not None:
+            where += " AND (created_at, id) < ($6, $7)"
+            args += list(after)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT * FROM {self._s}.operations WHERE {where}
+                    ORDER BY created_at DESC, id DESC LIMIT $5""",
+                *args,
+            )
+        token = _encode_token(rows[size - 1], filters) if len(rows) > size else ""
+        return [_operation_from(row) for row in rows[:size]], token
+
+    async def stuck_operations(self, older_than: datetime) -> list[Operation]:
+        """Running operations not updated since ``older_than``: for the reaper,
+        which fails each through ``apply`` (so the failure mapping holds)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT * FROM {self._s}.operations
+                    WHERE status IN ('PENDING', 'PROCESSING') AND updated_at < $1
+                    ORDER BY updated_at, id""",
+                older_than,
+            )
+        return [_operation_from(row).operation for row in rows]
+
+    async def active_operations(self) -> list[Operation]:
+        """Every running operation: what a restarted orchestrator resumes."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT * FROM {self._s}.operations WHERE status IN ('PENDING', 'PROCESSING')
+                    ORDER BY created_at, id"""
+            )
+        return [_operation_from(row).operation for row in rows]
+
+    # --- helpers ---------------------------------------------------------------------
+
+    async def _claim_key(
+        self,
+        conn: asyncpg.Connection,
+        owner_id: str,
+        request_id: str,
+        request_hash: str,
+        now: datetime,
+    ) -> asyncpg.Record | None:
+        """Claim (owner, request_id) for this transaction, or return the first
+        request's key. A concurrent retry blocks on the primary key until the
+        first commits (then sees its result) or rolls back (then claims it)."""
+        if not request_id:
+            return None
+        claimed = await conn.fetchval(
+            f"""INSERT INTO {self._s}.idempotency_keys
+                    (owner_id, request_id, request_hash, created_at)
+                VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+            owner_id,
+            request_id,
+            request_hash,
+            now,
+        )
+        if claimed:
+            return None
+        first = await conn.fetchrow(
+            f"""SELECT * FROM {self._s}.idempotency_keys
+                WHERE owner_id = $1 AND request_id = $2""",
+            owner_id,
+            request_id,
+        )
+        if first["request_hash"] != request_hash:
+            raise InvalidArgument(
+                "request_id was already used for a different request",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": request_id},
+            )
+        return first
+
+    async def _settle_key(
+        self,
+        conn: asyncpg.Connection,
+        owner_id: str,
+        request_id: str,
+        operation_id: str,
+        collection_id: str,
+    ) -> None:
+        if request_id:
+            await conn.execute(
+                f"""UPDATE {self._s}.idempotency_keys SET operation_id = $3, collection_id = $4
+                    WHERE owner_id = $1 AND request_id = $2""",
+                owner_id,
+                request_id,
+                uuid.UUID(operation_id),
+                uuid.UUID(collection_id),
+            )
+
+    async def _write_outbox(self, conn: asyncpg.Connection, rows: OutboxRows) -> None:
+        for subject, envelope in rows:
+            await enqueue_event(conn, self._s, subject, envelope)
+
+    async def _insert_source(
+        self, conn: asyncpg.Connection, collection_id: str, source: SourceSpec, now: datetime
+    ) -> str:
+        source_id = str(uuid.uuid4())
+        inserted = await conn.fetchval(
+            f"""INSERT INTO {self._s}.sources
+                    (id, collection_id, kind, path, include, exclude, created_at)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)
+                ON CONFLICT (collection_id, kind, path) WHERE status <> 'REMOVED'
+                DO NOTHING RETURNING id""",
+            uuid.UUID(source_id),
+            uuid.UUID(collection_id),
+            source.kind,
+            source.path,
+            json.dumps(list(source.include)),
+            json.dumps(list(source.exclude)),
+            now,
+        )
+        if inserted is None:
+            existing = await conn.fetchval(
+                f"""SELECT id FROM {self._s}.sources WHERE collection_id = $1 AND kind = $2
+                    AND path = $3 AND status <> 'REMOVED'""",
+                uuid.UUID(collection_id),
+                source.kind,
+                source.path,
+            )
+            raise AlreadyExists(
+                "that source is already part of the collection",
+                reason="SOURCE_ALREADY_EXISTS",
+                metadata={"source_id": str(existing or "")},
+            )
+        return source_id
+
+    async def _require_source(
+        self, conn: asyncpg.Connection, collection_id: str, source_id: str
+    ) -> None:
+        found = await conn.fetchval(
+            f"""SELECT true FROM {self._s}.sources
+                WHERE id = $1 AND collection_id = $2 AND status <> 'REMOVED'""",
+            _uuid(source_id, "SOURCE_NOT_FOUND", "source_id"),
+            uuid.UUID(collection_id),
+        )
+        if not found:
+            raise NotFound(
+                f"source {source_id} not found",
+                reason="SOURCE_NOT_FOUND",
+                metadata={"source_id": source_id},
+            )
+
+    async def _insert_operation(
+        self,
+        conn: asyncpg.Connection,
+        op: Operation,
+        owner_id: str,
+        config: Mapping[str, Any],
+        request_id: str,
+        created_by: str,
+        previous_config: Mapping[str, Any] | None,
+        source_id: str | None,
+    ) -> None:
+        await conn.execute(
+            f"""INSERT INTO {self._s}.operations (id, collection_id, owner_id, type, status,
+                    config, previous_config, source_id, collection_status_before,
+                    request_id, created_by, created_at, updated_at, progress)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13,
+                        $14::jsonb)""",
+            uuid.UUID(op.id),
+            uuid.UUID(op.collection_id),
+            owner_id,
+            op.type.value,
+            op.status.value,
+            json.dumps(dict(config)),
+            json.dumps(dict(previous_config)) if previous_config is not None else None,
+            uuid.UUID(source_id) if source_id else None,
+            op.collection_status_before and op.collection_status_before.value,
+            request_id,
+            created_by,
+            op.created_at,
+            op.updated_at or op.created_at,
+            json.dumps(asdict(op.progress)),
+        )
+
+    async def _update_operation(self, conn: asyncpg.Connection, op: Operation) -> None:
+        error = op.error
+        await conn.execute(
+            f"""UPDATE {self._s}.operations SET status = $2, current_step = $3,
+                    checkpoints = $4::jsonb, progress = $5::jsonb, error_type = $6,
+                    error_message = $7, error_step = $8, changed_anything = $9,
+                    started_at = $10, updated_at = $11, ended_at = $12
+                WHERE id = $1""",
+            uuid.UUID(op.id),
+            op.status.value,
+            op.current_step,
+            json.dumps({step: dict(data) for step, data in op.checkpoints.items()}),
+            json.dumps(asdict(op.progress)),
+            error and error.type.value,
+            error and error.message,
+            error and error.step,
+            op.changed_anything,
+            op.started_at,
+            op.updated_at or op.created_at,
+            op.ended_at,
+        )
+
+    async def _settle_collection(
+        self, conn: asyncpg.Connection, op: Operation, events: list[DomainEvent]
+    ) -> None:
+        """Give the collection the status its (active) operation implies."""
+        after = status_after(op)
+        now = op.updated_at or op.created_at
+        if after is GONE:
+            # Sources go with it (ON DELETE CASCADE); the operation row stays.
+            await conn.execute(
+                f"DELETE FROM {self._s}.collections WHERE id = $1", uuid.UUID(op.collection_id)
+            )
+            return
+        message = op.error.message if op.error and op.finished else ""
+        await conn.execute(
+            f"""UPDATE {self._s}.collections SET status = $2, status_message = $3,
+                    active_operation_id = CASE WHEN $4 THEN NULL ELSE active_operation_id END,
+                    updated_at = $5
+                WHERE id = $1""",
+            uuid.UUID(op.collection_id),
+            after.value,
+            message,
+            op.finished,
+            now,
+        )
+
+    async def _set_active(
+        self,
+        conn: asyncpg.Connection,
+        collection_id: str,
+        operation_id: str,
+        status: CollectionStatus,
+        now: datetime,
+    ) -> None:
+        await conn.execute(
+            f"""UPDATE {self._s}.collections
+                SET active_operation_id = $2, status = $3, status_message = '', updated_at = $4
+                WHERE id = $1""",
+            uuid.UUID(collection_id),
+            uuid.UUID(operation_id),
+            status.value,
+            now,
+        )
+
+    async def _lock_collection(
+        self, conn: asyncpg.Connection, collection_id: str, owner_id: str | None
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow(
+            f"""SELECT * FROM {self._s}.collections
+                WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2) FOR UPDATE""",
+            _uuid(collection_id, "COLLECTION_NOT_FOUND", "collection_id"),
+            owner_id,
+        )
+        if row is None:
+            raise _collection_not_found(collection_id)
+        return row
+
+    async def _collection(
+        self, conn: asyncpg.Connection, collection_id: Any, owner_id: str | None
+    ) -> CollectionRecord:
+        row = await conn.fetchrow(
+            f"""SELECT * FROM {self._s}.collections
+                WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)""",
+            _uuid(str(collection_id), "COLLECTION_NOT_FOUND", "collection_id"),
+            owner_id,
+        )
+        if row is None:
+            raise _collection_not_found(str(collection_id))
+        return await self._with_sources(conn, row)
+
+    async def _with_sources(
+        self, conn: asyncpg.Connection, row: asyncpg.Record
+    ) -> CollectionRecord:
+        sources = await conn.fetch(
+            f"""SELECT * FROM {self._s}.sources WHERE collection_id = $1
+                AND status <> 'REMOVED' ORDER BY created_at, id""",
+            row["id"],
+        )
+        return _collection_from(row, tuple(_source_from(s) for s in sources))
+
+    async def _operation(
+        self, conn: asyncpg.Connection, operation_id: Any, owner_id: str | None
+    ) -> OperationRecord:
+        row = await conn.fetchrow(
+            f"""SELECT * FROM {self._s}.operations
+                WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)""",
+            _uuid(str(operation_id), "OPERATION_NOT_FOUND", "operation_id"),
+            owner_id,
+        )
+        if row is None:
+            raise _operation_not_found(str(operation_id))
+        return _operation_from(row)
+
+
+# --- row mapping -----------------------------------------------------------------
+
+
+def _collection_from(row: asyncpg.Record, sources: tuple[SourceRecord, ...]) -> CollectionRecord:
+    active = row["active_operation_id"]
+    return CollectionRecord(
+        id=str(row["id"]),
+        owner_id=row["owner_id"],
+        name=row["name"],
+        description=row["description"],
+        alias_name=row["alias_name"],
+        physical_collection=row["physical_collection"],
+        staging_collection=row["staging_collection"],
+        generation=row["generation"],
+        config=json.loads(row["config"]),
+        status=CollectionStatus(row["status"]),
+        status_message=row["status_message"],
+        document_count=row["document_count"],
+        vector_count=row["vector_count"],
+        stored_bytes=row["stored_bytes"],
+        active_operation_id=str(active) if active else None,
+        old_physical_collections=tuple(json.loads(row["old_physical_collections"])),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sources=sources,
+    )
+
+
+def _source_from(row: asyncpg.Record) -> SourceRecord:
+    return SourceRecord(
+        id=str(row["id"]),
+        collection_id=str(row["collection_id"]),
+        kind=row["kind"],
+        path=row["path"],
+        include=tuple(json.loads(row["include"])),
+        exclude=tuple(json.loads(row["exclude"])),
+        status=row["status"],
+        document_count=row["document_count"],
+        created_at=row["created_at"],
+    )
+
+
+def _operation_from(row: asyncpg.Record) -> OperationRecord:
+    kind = OperationType(row["type"])
+    stored = json.loads(row["checkpoints"])
+    # jsonb does not keep key order; the domain's order is step order.
+    checkpoints = {step: stored[step] for step in STEPS[kind] if step in stored}
+    error = None
+    if row["error_type"]:
+        error = OperationError(
+            ErrorType(row["error_type"]), row["error_message"] or "", row["error_step"]
+        )
+    before = row["collection_status_before"]
+    operation = Operation(
+        id=str(row["id"]),
+        collection_id=str(row["collection_id"]),
+        type=kind,
+        created_at=row["created_at"],
+        status=OperationStatus(row["status"]),
+        current_step=row["current_step"],
+        checkpoints=checkpoints,
+        progress=Progress(**json.loads(row["progress"])),
+        error=error,
+        collection_status_before=CollectionStatus(before) if before else None,
+        changed_anything=row["changed_anything"],
+        started_at=row["started_at"],
+        updated_at=row["updated_at"],
+        ended_at=row["ended_at"],
+    )
+    previous = row["previous_config"]
+    result = row["result"]
+    return OperationRecord(
+        operation=operation,
+        owner_id=row["owner_id"],
+        config=json.loads(row["config"]),
+        previous_config=json.loads(previous) if previous is not None else None,
+        source_id=str(row["source_id"]) if row["source_id"] else None,
+        request_id=row["request_id"],
+        created_by=row["created_by"],
+        resources=ResourceFigures(
+            wall_seconds=row["wall_seconds"],
+            cpu_seconds=row["cpu_seconds"],
+            peak_memory_bytes=row["peak_memory_bytes"],
+            documents=row["documents"],
+            vectors=row["vectors"],
+            bytes=row["bytes"],
+        ),
+        result=json.loads(result) if result is not None else None,
+    )
+
+
+# --- errors, ids, page tokens --------------------------------------------------------
+
+
+def _collection_not_found(collection_id: str) -> NotFound:
+    return NotFound(
+        f"collection {collection_id} not found",
+        reason="COLLECTION_NOT_FOUND",
+        metadata={"collection_id": collection_id},
+    )
+
+
+def _operation_not_found(operation_id: str) -> NotFound:
+    return NotFound(
+        f"operation {operation_id} not found",
+        reason="OPERATION_NOT_FOUND",
+        metadata={"operation_id": operation_id},
+    )
+
+
+def _uuid(value: str, reason: str, name: str) -> uuid.UUID:
+    """A malformed id cannot name anything: NOT_FOUND, like any unknown id."""
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(
+            f"{name} {value!r} not found", reason=reason, metadata={name: str(value)}
+        ) from None
+
+
+def _page_size(page_size: int) -> int:
+    if page_size < 0:
+        raise InvalidArgument(
+            "page_size must not be negative",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "page_size"},
+        )
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _filters_hash(filters: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _encode_token(last: asyncpg.Record, filters: Mapping[str, Any]) -> str:
+    """Opaque to clients: the last row's sort key and the filters it belongs to."""
+    key = {"t": last["created_at"].isoformat(), "i": str(last["id"]), "f": _filters_hash(filters)}
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _decode_token(token: str, filters: Mapping[str, Any]) -> tuple[datetime, uuid.UUID] | None:
+    if not token:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if key["f"] != _filters_hash(filters):
+            raise ValueError("token issued for other filters")
+        return datetime.fromisoformat(key["t"]), uuid.UUID(key["i"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            "page_token is not one this server issued for these filters",
+            reason="INVALID_PAGE_TOKEN",
+            metadata={"field": "page_token"},
+        ) from None
