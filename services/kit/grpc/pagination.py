@@ -39,15 +39,20 @@ def decode_token(token: str) -> int:
     return offset
 
 
-def page(items: Sequence[T], page_size: int, page_token: str) -> tuple[list[T], str]:
-    """One page of ``items`` and the token of the next ("" at the end)."""
-    if page_size < 0:
+def page_size(requested: int) -> int:
+    """The page size to serve: the default for 0, at most the maximum; negative is invalid."""
+    if requested < 0:
         raise InvalidArgument(
             "page_size must not be negative",
             reason="INVALID_ARGUMENT",
             metadata={"field": "page_size"},
         )
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def page(items: Sequence[T], requested_size: int, page_token: str) -> tuple[list[T], str]:
+    """One page of ``items`` and the token of the next ("" at the end)."""
+    size = page_size(requested_size)
     start = decode_token(page_token) if page_token else 0
     end = start + size
     return list(items[start:end]), encode_token(end) if end < len(items) else ""

@@ -14,8 +14,6 @@ deadlock. Another owner's rows answer NOT_FOUND: existence must not leak.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import uuid
@@ -26,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from kit.db import keyset
 from kit.errors import AlreadyExists, InvalidArgument, NotFound
-from kit.grpc.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from kit.outbox import enqueue_event
 from orchestrator.domain.collections import GONE, can_start, status_after
 from orchestrator.domain.operations import (
@@ -311,7 +309,7 @@ class OrchestratorRepository:
         async with self._pool.acquire() as conn, conn.transaction():
             collection_id = await conn.fetchval(
                 f"SELECT collection_id FROM {self._s}.operations WHERE id = $1",
-                _uuid(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
+                keyset.uuid_or_not_found(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
             )
             if collection_id is None:
                 raise _operation_not_found(operation_id)
@@ -338,7 +336,7 @@ class OrchestratorRepository:
                 f"""UPDATE {self._s}.operations SET wall_seconds = $2, cpu_seconds = $3,
                         peak_memory_bytes = $4, documents = $5, vectors = $6, bytes = $7
                     WHERE id = $1""",
-                _uuid(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
+                keyset.uuid_or_not_found(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
                 *asdict(figures).values(),
             )
         if done.endswith(" 0"):
@@ -359,9 +357,9 @@ class OrchestratorRepository:
         Keyset pagination on (created_at, id): a row created or deleted between
         pages neither shifts nor repeats the others, as an offset would.
         """
-        size = _page_size(page_size)
+        size = keyset.page_size(page_size)
         filters = {"owner": owner_id}
-        after = _decode_token(page_token, filters)
+        after = _after(keyset.decode_token(page_token, filters, 2))
         args: list[Any] = [owner_id, size + 1]
         where = "($1::text IS NULL OR owner_id = $1)"
         if after is not None:
@@ -374,7 +372,7 @@ class OrchestratorRepository:
                 *args,
             )
             page = [await self._with_sources(conn, row) for row in rows[:size]]
-        token = _encode_token(rows[size - 1], filters) if len(rows) > size else ""
+        token = _next_token(rows, size, filters)
         return page, token
 
     async def get_operation(self, operation_id: str, owner_id: str | None) -> OperationRecord:
@@ -393,17 +391,17 @@ class OrchestratorRepository:
     ) -> tuple[list[OperationRecord], str]:
         """One page, newest first, keyset on (created_at, id) like collections.
         A token only works with the filters it was issued for."""
-        size = _page_size(page_size)
+        size = keyset.page_size(page_size)
         filters = {
             "owner": owner_id,
             "collection": collection_id,
             "type": type and str(type),
             "status": status and str(status),
         }
-        after = _decode_token(page_token, filters)
+        after = _after(keyset.decode_token(page_token, filters, 2))
         args: list[Any] = [
             owner_id,
-            _uuid(collection_id, "COLLECTION_NOT_FOUND", "collection_id")
+            keyset.uuid_or_not_found(collection_id, "COLLECTION_NOT_FOUND", "collection_id")
             if collection_id
             else None,
             filters["type"],
@@ -421,7 +419,7 @@ class OrchestratorRepository:
                     ORDER BY created_at DESC, id DESC LIMIT $5""",
                 *args,
             )
-        token = _encode_token(rows[size - 1], filters) if len(rows) > size else ""
+        token = _next_token(rows, size, filters)
         return [_operation_from(row) for row in rows[:size]], token
 
     async def stuck_operations(self, older_than: datetime) -> list[Operation]:
@@ -546,7 +544,7 @@ class OrchestratorRepository:
         found = await conn.fetchval(
             f"""SELECT true FROM {self._s}.sources
                 WHERE id = $1 AND collection_id = $2 AND status <> 'REMOVED'""",
-            _uuid(source_id, "SOURCE_NOT_FOUND", "source_id"),
+            keyset.uuid_or_not_found(source_id, "SOURCE_NOT_FOUND", "source_id"),
             uuid.UUID(collection_id),
         )
         if not found:
@@ -660,7 +658,7 @@ class OrchestratorRepository:
         row = await conn.fetchrow(
             f"""SELECT * FROM {self._s}.collections
                 WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2) FOR UPDATE""",
-            _uuid(collection_id, "COLLECTION_NOT_FOUND", "collection_id"),
+            keyset.uuid_or_not_found(collection_id, "COLLECTION_NOT_FOUND", "collection_id"),
             owner_id,
         )
         if row is None:
@@ -673,7 +671,7 @@ class OrchestratorRepository:
         row = await conn.fetchrow(
             f"""SELECT * FROM {self._s}.collections
                 WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)""",
-            _uuid(str(collection_id), "COLLECTION_NOT_FOUND", "collection_id"),
+            keyset.uuid_or_not_found(str(collection_id), "COLLECTION_NOT_FOUND", "collection_id"),
             owner_id,
         )
         if row is None:
@@ -696,7 +694,7 @@ class OrchestratorRepository:
         row = await conn.fetchrow(
             f"""SELECT * FROM {self._s}.operations
                 WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)""",
-            _uuid(str(operation_id), "OPERATION_NOT_FOUND", "operation_id"),
+            keyset.uuid_or_not_found(str(operation_id), "OPERATION_NOT_FOUND", "operation_id"),
             owner_id,
         )
         if row is None:
@@ -814,47 +812,18 @@ def _operation_not_found(operation_id: str) -> NotFound:
     )
 
 
-def _uuid(value: str, reason: str, name: str) -> uuid.UUID:
-    """A malformed id cannot name anything: NOT_FOUND, like any unknown id."""
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(
-            f"{name} {value!r} not found", reason=reason, metadata={name: str(value)}
-        ) from None
-
-
-def _page_size(page_size: int) -> int:
-    if page_size < 0:
-        raise InvalidArgument(
-            "page_size must not be negative",
-            reason="INVALID_ARGUMENT",
-            metadata={"field": "page_size"},
-        )
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _filters_hash(filters: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _encode_token(last: asyncpg.Record, filters: Mapping[str, Any]) -> str:
-    """Opaque to clients: the last row's sort key and the filters it belongs to."""
-    key = {"t": last["created_at"].isoformat(), "i": str(last["id"]), "f": _filters_hash(filters)}
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
-
-
-def _decode_token(token: str, filters: Mapping[str, Any]) -> tuple[datetime, uuid.UUID] | None:
-    if not token:
+def _after(key: list[str] | None) -> tuple[datetime, uuid.UUID] | None:
+    """The (created_at, id) a page starts after."""
+    if key is None:
         return None
     try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if key["f"] != _filters_hash(filters):
-            raise ValueError("token issued for other filters")
-        return datetime.fromisoformat(key["t"]), uuid.UUID(key["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "page_token is not one this server issued for these filters",
-            reason="INVALID_PAGE_TOKEN",
-            metadata={"field": "page_token"},
-        ) from None
+        return datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+    except ValueError:
+        raise keyset.invalid_token() from None
+
+
+def _next_token(rows: Sequence[asyncpg.Record], size: int, filters: Mapping[str, Any]) -> str:
+    if len(rows) <= size:
+        return ""
+    last = rows[size - 1]
+    return keyset.encode_token([last["created_at"].isoformat(), str(last["id"])], filters)
