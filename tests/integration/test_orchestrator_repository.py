@@ -14,13 +14,13 @@ import pytest
 from kit.db.migrations import load_migrations, migrate
 from kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from kit.events import new_envelope
-from orchestrator.adapters.repository import (
+from orchestrator.adapters.records import (
     CollectionRecord,
     OperationRecord,
-    OrchestratorRepository,
     SourceSpec,
     request_hash,
 )
+from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.domain.operations import (
     STEPS,
     CollectionStatus,
