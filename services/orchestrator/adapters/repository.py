@@ -617,7 +617,7 @@ class OrchestratorRepository:
         return operation_from(row)
 
 
-# --- row mapping -----------------------------------------------------------------
+# --- errors and page tokens -----------------------------------------------------
 
 
 def _collection_not_found(collection_id: str) -> NotFound:
