@@ -25,6 +25,9 @@ from indexer.domain.documents import document_id as derive_document_id
 from kit.db import keyset
 from kit.errors import InvalidArgument, NotFound
 
+# Documents page on (source_id, path).
+_BY_PATH = keyset.SortKey(("source_id", "path"), (uuid.UUID, str))
+
 
 class SourceStatus(StrEnum):
     ACTIVE = "ACTIVE"
@@ -317,7 +320,7 @@ class DocumentRepository:
         """
         size = keyset.page_size(page_size)
         filters = {"collection": collection_id, "status": status and str(status)}
-        after = _after(keyset.decode_token(page_token, filters, 2))
+        after = _BY_PATH.after(page_token, filters)
         args: list[Any] = [
             _cid(collection_id),
             filters["status"],
@@ -332,7 +335,7 @@ class DocumentRepository:
                 ORDER BY source_id, path LIMIT $3""",
             *args,
         )
-        token = _next_token(rows, size, filters)
+        token = _BY_PATH.next_token(rows, size, filters)
         return [_document_from(row) for row in rows[:size]], token
 
     async def counts(self, collection_id: str) -> tuple[int, int, int]:
@@ -506,20 +509,3 @@ def _not_found(kind: str, value: str) -> NotFound:
         reason=f"{kind.upper()}_NOT_FOUND",
         metadata={f"{kind}_id": str(value)},
     )
-
-
-def _after(key: list[str] | None) -> tuple[uuid.UUID, str] | None:
-    """The (source_id, path) a page starts after."""
-    if key is None:
-        return None
-    try:
-        return uuid.UUID(key[0]), key[1]
-    except ValueError:
-        raise keyset.invalid_token() from None
-
-
-def _next_token(rows: Sequence[asyncpg.Record], size: int, filters: Mapping[str, Any]) -> str:
-    if len(rows) <= size:
-        return ""
-    last = rows[size - 1]
-    return keyset.encode_token([str(last["source_id"]), last["path"]], filters)

@@ -12,53 +12,60 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kit.errors import InvalidArgument, NotFound
 from kit.grpc.pagination import page_size
 
-__all__ = ["decode_token", "encode_token", "invalid_token", "page_size", "uuid_or_not_found"]
+__all__ = ["SortKey", "page_size", "uuid_or_not_found"]
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """The columns a list is ordered by, and how each is parsed back from a token."""
+
+    columns: tuple[str, ...]
+    parsers: tuple[Callable[[str], Any], ...]
+
+    def after(self, token: str, filters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The sort key a page starts after; None for the first page."""
+        if not token:
+            return None
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(token.encode()))
+            key = payload["k"]
+            if payload["f"] != _filters_hash(filters):
+                raise ValueError("token issued for other filters")
+            if not isinstance(key, list) or len(key) != len(self.parsers):
+                raise ValueError("malformed key")
+            return tuple(parse(part) for parse, part in zip(self.parsers, key, strict=True))
+        except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidArgument(
+                "page_token is not one this server issued for these filters",
+                reason="INVALID_PAGE_TOKEN",
+                metadata={"field": "page_token"},
+            ) from None
+
+    def next_token(self, rows: Sequence[Any], size: int, filters: Mapping[str, Any]) -> str:
+        """The token of the page after ``rows`` (fetched with ``size + 1``); "" at the end."""
+        if len(rows) <= size:
+            return ""
+        last = rows[size - 1]
+        key = [_as_text(last[column]) for column in self.columns]
+        payload = {"k": key, "f": _filters_hash(filters)}
+        return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def _as_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _filters_hash(filters: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[
-        :16
-    ]
-
-
-def encode_token(key: Sequence[str], filters: Mapping[str, Any]) -> str:
-    payload = {"k": list(key), "f": _filters_hash(filters)}
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
-
-
-def decode_token(token: str, filters: Mapping[str, Any], width: int) -> list[str] | None:
-    """The sort key of ``width`` strings a token carries; None for the first page."""
-    if not token:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        key = payload["k"]
-        if payload["f"] != _filters_hash(filters):
-            raise ValueError("token issued for other filters")
-        if (
-            not isinstance(key, list)
-            or len(key) != width
-            or not all(isinstance(part, str) for part in key)
-        ):
-            raise ValueError("malformed key")
-        return key
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise invalid_token() from None
-
-
-def invalid_token() -> InvalidArgument:
-    """For a token whose key decodes but does not parse back into the sort columns."""
-    return InvalidArgument(
-        "page_token is not one this server issued for these filters",
-        reason="INVALID_PAGE_TOKEN",
-        metadata={"field": "page_token"},
-    )
+    encoded = json.dumps(filters, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def uuid_or_not_found(value: str, reason: str, name: str) -> uuid.UUID:

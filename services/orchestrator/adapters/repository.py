@@ -51,6 +51,8 @@ OutboxRows = Sequence[tuple[str, envelope_pb2.Envelope]]
 Transition = Callable[[Operation], tuple[Operation, list[DomainEvent]]]
 
 _ACTIVE = ("PENDING", "PROCESSING")
+# Collections and operations page on (created_at, id).
+_BY_CREATION = keyset.SortKey(("created_at", "id"), (datetime.fromisoformat, uuid.UUID))
 
 
 class OrchestratorRepository:
@@ -274,7 +276,7 @@ class OrchestratorRepository:
         """
         size = keyset.page_size(page_size)
         filters = {"owner": owner_id}
-        after = _after(keyset.decode_token(page_token, filters, 2))
+        after = _BY_CREATION.after(page_token, filters)
         args: list[Any] = [owner_id, size + 1]
         where = "($1::text IS NULL OR owner_id = $1)"
         if after is not None:
@@ -287,7 +289,7 @@ class OrchestratorRepository:
                 *args,
             )
             page = [await self._with_sources(conn, row) for row in rows[:size]]
-        token = _next_token(rows, size, filters)
+        token = _BY_CREATION.next_token(rows, size, filters)
         return page, token
 
     async def get_operation(self, operation_id: str, owner_id: str | None) -> OperationRecord:
@@ -313,7 +315,7 @@ class OrchestratorRepository:
             "type": type and str(type),
             "status": status and str(status),
         }
-        after = _after(keyset.decode_token(page_token, filters, 2))
+        after = _BY_CREATION.after(page_token, filters)
         args: list[Any] = [
             owner_id,
             keyset.uuid_or_not_found(collection_id, "COLLECTION_NOT_FOUND", "collection_id")
@@ -334,7 +336,7 @@ class OrchestratorRepository:
                     ORDER BY created_at DESC, id DESC LIMIT $5""",
                 *args,
             )
-        token = _next_token(rows, size, filters)
+        token = _BY_CREATION.next_token(rows, size, filters)
         return [operation_from(row) for row in rows[:size]], token
 
     async def stuck_operations(self, older_than: datetime) -> list[Operation]:
@@ -634,20 +636,3 @@ def _operation_not_found(operation_id: str) -> NotFound:
         reason="OPERATION_NOT_FOUND",
         metadata={"operation_id": operation_id},
     )
-
-
-def _after(key: list[str] | None) -> tuple[datetime, uuid.UUID] | None:
-    """The (created_at, id) a page starts after."""
-    if key is None:
-        return None
-    try:
-        return datetime.fromisoformat(key[0]), uuid.UUID(key[1])
-    except ValueError:
-        raise keyset.invalid_token() from None
-
-
-def _next_token(rows: Sequence[asyncpg.Record], size: int, filters: Mapping[str, Any]) -> str:
-    if len(rows) <= size:
-        return ""
-    last = rows[size - 1]
-    return keyset.encode_token([last["created_at"].isoformat(), str(last["id"])], filters)
