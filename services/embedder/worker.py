@@ -15,6 +15,7 @@ import time
 
 from embedder.domain.inputs import InputFailure
 from embedder.embedding import Embedder, EmbedOutcome, Priority
+from kit.bus import subjects
 from kit.bus.jetstream import Delivery, JetStream, Reject, Retry
 from kit.bus.topology import EMBED, ConsumerSpec
 from kit.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
@@ -25,8 +26,8 @@ from vectorops.events.v1 import embed_pb2
 
 log = get_logger(__name__)
 
-RESULTS_PREFIX = "vo.embed.results."
-JOBS_SUBJECT = "vo.embed.jobs"
+RESULTS_PREFIX = subjects.EMBED_RESULTS_PREFIX
+JOBS_SUBJECT = subjects.EMBED_JOBS
 
 
 def consumer_spec(ack_wait_seconds: float) -> ConsumerSpec:

@@ -39,10 +39,11 @@ from indexer.domain.documents import (
     plan_documents,
     point_id,
 )
-from indexer.domain.sources import SourceFile, iter_source_files, resolve_source
+from indexer.domain.sources import SourceFile, iter_source_files
 from indexer.extraction import ExtractionError, ExtractionFailure, extract
 from kit.embedding_models import ModelRegistry, Quantization
 from kit.errors import FieldViolation, InvalidArgument
+from kit.source_paths import resolve_source
 
 EMBEDDING_FAILED = "EMBEDDING_FAILED"
 UNREADABLE = "UNREADABLE"

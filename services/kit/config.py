@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "VECTOROPS_"
 
@@ -88,12 +88,44 @@ class Settings(BaseSettings):
     # Written once the service serves: {"service", "grpc_port", "metrics_port", "pid"}.
     ready_file: Path | None = None
 
+    # Where the other services listen (host:port), for the calls one service makes
+    # to another, and the bearer token (service role) it sends with them.
+    orchestrator_address: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS[ServiceName.ORCHESTRATOR]}"
+    indexer_address: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS[ServiceName.INDEXER]}"
+    embedder_address: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS[ServiceName.EMBEDDER]}"
+    resources_address: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS[ServiceName.RESOURCES]}"
+    audit_address: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS[ServiceName.AUDIT]}"
+    service_token: SecretStr | None = None
+    service_token_file: Path | None = None
+
+    # Directories a directory source may lie in (JSON list, or paths joined by
+    # ':'). Empty: no directory source is accepted, only uploads.
+    source_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _parse_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
         return value
+
+    @field_validator("source_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(":") if part]
+        return value
+
+    def outbound_token(self) -> str | None:
+        """The service-role token this process presents to the other services."""
+        if self.service_token is not None:
+            return self.service_token.get_secret_value()
+        if self.service_token_file is not None:
+            return self.service_token_file.read_text().strip() or None
+        return None
 
     def tokens(self) -> list[TokenEntry]:
         """Tokens from the environment plus those in ``auth_tokens_file``."""

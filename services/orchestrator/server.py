@@ -4,6 +4,7 @@ until then each answers UNIMPLEMENTED."""
 from kit.config import ServiceName
 from kit.grpc.unimplemented import unimplemented
 from kit.runtime import ServiceContext, ServiceSpec
+from orchestrator.config import OrchestratorSettings
 from vectorops.orchestrator.v1 import (
     collection_service_pb2_grpc,
     operation_service_pb2_grpc,
@@ -19,4 +20,9 @@ def bindings(ctx: ServiceContext):
     ]
 
 
-SPEC = ServiceSpec(name=ServiceName.ORCHESTRATOR, package="orchestrator", bindings=bindings)
+SPEC = ServiceSpec(
+    name=ServiceName.ORCHESTRATOR,
+    package="orchestrator",
+    bindings=bindings,
+    settings_type=OrchestratorSettings,
+)

@@ -13,9 +13,9 @@ from indexer.domain.sources import (
     SkipReason,
     SourceFile,
     iter_source_files,
-    resolve_source,
 )
 from kit.errors import InvalidArgument
+from kit.source_paths import resolve_source
 
 
 def _write(path: Path, data: bytes | str = "x") -> Path:

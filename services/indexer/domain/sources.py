@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from indexer.domain.documents import media_type_for
 from kit.errors import FieldViolation, InvalidArgument
+from kit.source_paths import within
 
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -55,43 +56,6 @@ class SkippedFile:
 
 
 SourceEntry = SourceFile | SkippedFile
-
-
-def _invalid_path(field: str, path: str, why: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"source path {path!r} {why}",
-        reason="INVALID_SOURCE_PATH",
-        field_violations=[FieldViolation(field=field, description=why)],
-    )
-
-
-def _within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def resolve_source(path: str, allowed_roots: Sequence[Path], field: str = "path") -> Path:
-    """The resolved directory ``path`` names, if it lies inside an allowed root.
-
-    Refused (INVALID_ARGUMENT, reason INVALID_SOURCE_PATH): a relative path, any
-    ``..`` component, a path outside every root once symlinks are resolved, a
-    missing path, a non-directory. Containment is checked before existence so
-    the answer says nothing about what exists outside the roots."""
-    if not path or "\x00" in path:
-        raise _invalid_path(field, path, "is empty or holds a NUL byte")
-    pure = PurePosixPath(path)
-    if not pure.is_absolute():
-        raise _invalid_path(field, path, "is not absolute")
-    if ".." in pure.parts:
-        raise _invalid_path(field, path, "has a '..' component")
-    resolved = Path(path).resolve(strict=False)
-    roots = [Path(root).resolve(strict=False) for root in allowed_roots]
-    if not any(_within(resolved, root) for root in roots):
-        raise _invalid_path(field, path, "is outside the allowed source roots")
-    if not resolved.exists():
-        raise _invalid_path(field, path, "does not exist")
-    if not resolved.is_dir():
-        raise _invalid_path(field, path, "is not a directory")
-    return resolved
 
 
 def _glob_regex(pattern: str) -> str:
@@ -212,7 +176,7 @@ def _walk(
 
 
 def _linked_dir_entry(root: Path, path: Path, rel: str) -> SkippedFile:
-    if not _within(path.resolve(strict=False), root):
+    if not within(path.resolve(strict=False), root):
         return SkippedFile(rel, SkipReason.SYMLINK_ESCAPES_ROOT, "links outside the source")
     return SkippedFile(rel, SkipReason.SYMLINKED_DIRECTORY)
 
@@ -221,7 +185,7 @@ def _file_entry(root: Path, path: Path, rel: str, is_link: bool, max_bytes: int)
     target = path
     if is_link:
         target = path.resolve(strict=False)
-        if not _within(target, root):
+        if not within(target, root):
             return SkippedFile(rel, SkipReason.SYMLINK_ESCAPES_ROOT, "links outside the source")
         if not target.exists():
             return SkippedFile(rel, SkipReason.BROKEN_SYMLINK)

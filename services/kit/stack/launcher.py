@@ -31,6 +31,15 @@ from kit.stack.tokens import DevTokens, ensure_dev_tokens
 
 logger = logging.getLogger(__name__)
 
+# Started wave by wave: a service learns the addresses of those it calls (bound to
+# free ports in tests) from the waves before it. The embedder loads its model in
+# the first wave, alongside the quick ones.
+START_WAVES = (
+    (ServiceName.RESOURCES, ServiceName.AUDIT, ServiceName.EMBEDDER),
+    (ServiceName.ORCHESTRATOR,),
+    (ServiceName.INDEXER,),
+)
+
 # Started together; listed in the order they are stopped last-to-first.
 SERVICES = (
     ServiceName.RESOURCES,
@@ -57,6 +66,13 @@ class StackOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     start_timeout: float = 300.0
     services: tuple[ServiceName, ...] = SERVICES  # a subset, for tests of one service
+    # Directories that directory sources may name; None → ``<data_dir>/sources``.
+    source_roots: tuple[Path, ...] | None = None
+
+    def roots(self) -> tuple[Path, ...]:
+        if self.source_roots is not None:
+            return self.source_roots
+        return (self.data_dir / "sources",)
 
     @classmethod
     def ephemeral(cls, data_dir: Path) -> StackOptions:
@@ -97,6 +113,10 @@ class Stack:
         self.tokens: DevTokens | None = None
         self.endpoints: dict[ServiceName, Endpoint] = {}
         self._procs: dict[ServiceName, subprocess.Popen[bytes]] = {}
+        # The port each service was first given: kept across restarts.
+        self._ports: dict[ServiceName, int] = {
+            service: port for service, port in options.grpc_ports.items() if port
+        }
         self.postgres_dsn = options.postgres_dsn or ""
         self.nats_url = options.nats_url or ""
 
@@ -117,9 +137,13 @@ class Stack:
                 self.nats = NatsServer(options.data_dir / "nats", port=options.nats_port)
                 self.nats.start()
                 self.nats_url = self.nats.url
-            for service in options.services:
-                self._spawn(service)
-            self._wait_until_serving(options.services)
+            for root in options.roots():
+                root.mkdir(parents=True, exist_ok=True)
+            for wave in START_WAVES:
+                started = tuple(service for service in wave if service in options.services)
+                for service in started:
+                    self._spawn(service)
+                self._wait_until_serving(started)
         except BaseException:
             self.stop()
             raise
@@ -151,7 +175,8 @@ class Stack:
         self.endpoints.pop(service, None)
 
     def start_service(self, service: ServiceName) -> Endpoint:
-        """(Re)start one service and wait until it serves."""
+        """(Re)start one service and wait until it serves. A restarted service
+        binds its earlier port, so the others still find it."""
         self._spawn(service)
         self._wait_until_serving((service,))
         return self.endpoints[service]
@@ -192,15 +217,21 @@ class Stack:
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
             f"{ENV_PREFIX}GRPC_HOST": options.host,
-            f"{ENV_PREFIX}GRPC_PORT": str(options.grpc_ports[service]),
+            f"{ENV_PREFIX}GRPC_PORT": str(self._ports.get(service, options.grpc_ports[service])),
             f"{ENV_PREFIX}METRICS_HOST": options.host,
             f"{ENV_PREFIX}METRICS_PORT": str(options.metrics_ports[service]),
             f"{ENV_PREFIX}POSTGRES_DSN": self.postgres_dsn,
             f"{ENV_PREFIX}NATS_URL": self.nats_url,
             f"{ENV_PREFIX}AUTH_TOKENS_FILE": str(self.tokens.hashes_file),
             f"{ENV_PREFIX}READY_FILE": str(self._ready_path(service)),
-            **options.extra_env,
+            f"{ENV_PREFIX}SERVICE_TOKEN": self.tokens.clear["service"],
+            f"{ENV_PREFIX}SOURCE_ROOTS": json.dumps([str(root) for root in options.roots()]),
+            # The embedded vector store's files live with the rest of the stack's data.
+            f"{ENV_PREFIX}INDEXER_DATA_DIR": str(options.data_dir / "indexer"),
         }
+        for peer, port in self._ports.items():
+            env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = f"{options.host}:{port}"
+        env.update(options.extra_env)
         return env
 
     def _spawn(self, service: ServiceName) -> None:
@@ -237,6 +268,7 @@ class Stack:
                 )
                 if health_status(endpoint.target) == health_pb2.HealthCheckResponse.SERVING:
                     self.endpoints[service] = endpoint
+                    self._ports[service] = endpoint.grpc_port
                     waiting.discard(service)
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(sorted(s.value for s in waiting))

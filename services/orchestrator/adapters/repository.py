@@ -244,6 +244,7 @@ class OrchestratorRepository:
             if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
                 await self._settle_collection(conn, new, events)
             await self._write_outbox(conn, outbox_for(events))
+            await self._notify(conn, new.id)
             return await self._operation(conn, new.id, None), events
 
     async def record_resources(self, operation_id: str, figures: ResourceFigures) -> None:
@@ -417,6 +418,16 @@ class OrchestratorRepository:
                 uuid.UUID(operation_id),
                 uuid.UUID(collection_id),
             )
+
+    @property
+    def change_channel(self) -> str:
+        """The LISTEN channel on which every change of an operation is announced
+        (payload: the operation id), for WatchOperation."""
+        return f"{self._s}_operation_changed"
+
+    async def _notify(self, conn: asyncpg.Connection, operation_id: str) -> None:
+        # Delivered at commit, so a watcher re-reading on the notice sees the change.
+        await conn.execute("SELECT pg_notify($1, $2)", self.change_channel, operation_id)
 
     async def _write_outbox(self, conn: asyncpg.Connection, rows: OutboxRows) -> None:
         for subject, envelope in rows:

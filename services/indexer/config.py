@@ -1,0 +1,34 @@
+"""The indexer's settings (``VECTOROPS_INDEXER_*``), on top of the shared ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from kit.config import Settings
+
+
+class IndexerSettings(Settings):
+    # The vector store: a Qdrant server or cluster (gRPC URL, e.g.
+    # http://qdrant:6334) through qdrant-client, or, when unset, Qdrant's own
+    # engine embedded in this process with its files under ``indexer_data_dir``.
+    indexer_qdrant_url: str | None = None
+    indexer_qdrant_api_key: str | None = None
+    indexer_data_dir: Path = Path(".vectorops/indexer")
+    # Commands: the ack wait after which a dead indexer's command is redelivered
+    # (a live one sends in_progress well within it), and how often it is tried.
+    indexer_command_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    indexer_command_max_deliver: int = Field(default=5, ge=1)
+    # Embedding through the work queue: chunks per batch, batches in flight per
+    # operation, and how long one batch may take before it is sent again.
+    indexer_embed_batch_chunks: int = Field(default=64, ge=1)
+    indexer_embed_in_flight: int = Field(default=8, ge=1)
+    indexer_embed_timeout_seconds: float = Field(default=120.0, gt=0)
+    # How long an operation keeps waiting for an unreachable embedder before it fails.
+    indexer_embedder_wait_seconds: float = Field(default=300.0, gt=0)
+    # Progress events at most this often per operation.
+    indexer_progress_interval_seconds: float = Field(default=0.5, gt=0)
+    # Search: query embedding deadline and the largest top_k a caller may ask for.
+    indexer_search_timeout_seconds: float = Field(default=10.0, gt=0)
+    indexer_max_top_k: int = Field(default=100, ge=1)
