@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.domain.sanitise import MAX_MESSAGE_CHARS, sanitise, sanitise_data
+from kit.sanitise import MAX_MESSAGE_CHARS, sanitise, sanitise_data
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from kit.errors import FailedPrecondition
-
-from .sanitise import sanitise
+from kit.sanitise import sanitise
 
 
 class OperationType(StrEnum):
