@@ -54,6 +54,7 @@ test: $(STUBS) lint-proto lint
 
 bench: $(STUBS)
 	$(PY) bench/embedder_throughput.py
+	$(PY) bench/indexing_throughput.py
 
 clean:
 	rm -rf $(VENV) node_modules services/vectorops

@@ -64,7 +64,9 @@ def in_process(model, texts: list[str], batch: int) -> float:  # noqa: ANN001
     return len(texts) / (time.perf_counter() - started)
 
 
-async def through_grpc(target: str, token: str, texts: list[str], batch: int, flight: int) -> float:
+async def through_grpc(
+    target: str, token: str, texts: list[str], batch: int, flight: int, model: str = MINILM.name
+) -> float:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = embedder_service_pb2_grpc.EmbedderServiceStub(channel)
         metadata = (("authorization", f"Bearer {token}"),)
@@ -74,7 +76,7 @@ async def through_grpc(target: str, token: str, texts: list[str], batch: int, fl
             async with slots:
                 reply = await stub.Embed(
                     embedder_service_pb2.EmbedRequest(
-                        model=MINILM.name, texts=chunk, input_kind=config_pb2.INPUT_KIND_DOCUMENT
+                        model=model, texts=chunk, input_kind=config_pb2.INPUT_KIND_DOCUMENT
                     ),
                     metadata=metadata,
                 )
@@ -87,7 +89,9 @@ async def through_grpc(target: str, token: str, texts: list[str], batch: int, fl
         return len(texts) / (time.perf_counter() - started)
 
 
-async def through_queue(nats_url: str, texts: list[str], batch: int) -> float:
+async def through_queue(
+    nats_url: str, texts: list[str], batch: int, model: str = MINILM.name
+) -> float:
     bus = await JetStream.connect(nats_url, name="bench")
     operation = uuid.uuid4().hex
     reply_subject = f"vo.embed.results.{operation}"
@@ -98,7 +102,7 @@ async def through_queue(nats_url: str, texts: list[str], batch: int) -> float:
         job = embed_pb2.EmbedBatch(
             batch_id=f"{operation}-{number}",
             operation_id=operation,
-            model=MINILM.name,
+            model=model,
             input_kind=config_pb2.INPUT_KIND_DOCUMENT,
             reply_subject=reply_subject,
             items=[

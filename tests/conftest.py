@@ -86,7 +86,11 @@ def stack(infra_dir: Path, postgres, nats_server, triton_host) -> Iterator[objec
     options = StackOptions.ephemeral(infra_dir / "stack")
     options.postgres_dsn = postgres.create_database("stack")
     options.nats_url = nats_server.url
-    options.extra_env = {"VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url}
+    options.extra_env = {
+        "VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url,
+        # A killed indexer's command comes back to its restarted self within seconds.
+        "VECTOROPS_INDEXER_COMMAND_ACK_WAIT_SECONDS": "5",
+    }
     running = Stack(options)
     running.start()
     yield running

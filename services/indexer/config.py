@@ -32,3 +32,5 @@ class IndexerSettings(Settings):
     # Search: query embedding deadline and the largest top_k a caller may ask for.
     indexer_search_timeout_seconds: float = Field(default=10.0, gt=0)
     indexer_max_top_k: int = Field(default=100, ge=1)
+    # SearchMulti: the most distinct collections one call may name.
+    indexer_search_max_collections: int = Field(default=20, ge=1)

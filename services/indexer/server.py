@@ -8,12 +8,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from indexer.adapters.document_repository import DocumentRepository
+from indexer.adapters.embedder_client import EmbedderClient
+from indexer.adapters.operation_journal import OperationJournal
 from indexer.adapters.store_factory import open_vector_store
 from indexer.adapters.vector_store import VectorStore
+from indexer.cancellations import Cancellations, CancelListener
+from indexer.commands import CommandConsumer, consumer_spec
 from indexer.config import IndexerSettings
+from indexer.document_servicer import DocumentServicer
+from indexer.embed_queue import QueueEmbedder
+from indexer.operation_events import OperationEvents
+from indexer.operation_runner import OperationRunner
+from indexer.operations.base import OperationServices
+from indexer.search import Searcher
+from indexer.search_servicer import SearchServicer
 from kit.config import ServiceName
 from kit.embedding_models import ModelRegistry
-from kit.grpc.unimplemented import unimplemented
+from kit.grpc.server import bind
 from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.indexer.v1 import document_service_pb2_grpc, search_service_pb2_grpc
 
@@ -24,32 +35,87 @@ class IndexerApp:
     repository: DocumentRepository
     store: VectorStore
     registry: ModelRegistry
+    embedder: EmbedderClient  # query embeddings (search, validation probes)
+    commands: CommandConsumer  # runs the operations the orchestrator sends
+    cancel_listener: CancelListener
 
 
 @asynccontextmanager
 async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
     settings: IndexerSettings = ctx.settings  # type: ignore[assignment]
     store = open_vector_store(settings)
+    embedder = EmbedderClient(
+        settings.embedder_address,
+        settings.outbound_token(),
+        settings.indexer_search_timeout_seconds,
+    )
+    repository = DocumentRepository(ctx.pool, ctx.schema)
+    registry = ModelRegistry()
+    queue_embedder = QueueEmbedder(
+        ctx.bus,
+        timeout_seconds=settings.indexer_embed_timeout_seconds,
+        wait_seconds=settings.indexer_embedder_wait_seconds,
+    )
+    services = OperationServices(
+        repository=repository,
+        store=store,
+        registry=registry,
+        source_roots=settings.source_roots,
+        embed_for=queue_embedder.for_operation,
+        embed_batch_chunks=settings.indexer_embed_batch_chunks,
+        embed_in_flight=settings.indexer_embed_in_flight,
+        progress_interval_seconds=settings.indexer_progress_interval_seconds,
+    )
+    journal = OperationJournal(ctx.pool, ctx.schema)
+    cancellations = Cancellations(journal)
+    runner = OperationRunner(
+        services,
+        journal,
+        OperationEvents(ctx.bus),
+        cancellations,
+        progress_interval_seconds=settings.indexer_progress_interval_seconds,
+    )
+    spec = consumer_spec(
+        settings.indexer_command_ack_wait_seconds, settings.indexer_command_max_deliver
+    )
     try:
         yield IndexerApp(
             settings=settings,
-            repository=DocumentRepository(ctx.pool, ctx.schema),
+            repository=repository,
             store=store,
-            registry=ModelRegistry(),
+            registry=registry,
+            embedder=embedder,
+            commands=CommandConsumer(runner, spec),
+            cancel_listener=CancelListener(ctx.bus, cancellations),
         )
     finally:
+        await embedder.close()
         await store.close()
 
 
 def bindings(ctx: ServiceContext):
+    app: IndexerApp = ctx.app
+    settings = app.settings
+    searcher = Searcher(
+        app.repository,
+        app.store,
+        app.embedder,
+        timeout_seconds=settings.indexer_search_timeout_seconds,
+    )
+    search = SearchServicer(
+        searcher,
+        max_top_k=settings.indexer_max_top_k,
+        max_collections=settings.indexer_search_max_collections,
+    )
     return [
-        unimplemented(search_service_pb2_grpc, "SearchService"),
-        unimplemented(document_service_pb2_grpc, "DocumentService"),
+        bind(search_service_pb2_grpc, "SearchService", search),
+        bind(document_service_pb2_grpc, "DocumentService", DocumentServicer(app.repository)),
     ]
 
 
 def background(ctx: ServiceContext):
-    return []
+    app: IndexerApp = ctx.app
+    return [app.cancel_listener.run(ctx.stop), app.commands.run(ctx.bus, ctx.stop)]
 
 
 SPEC = ServiceSpec(

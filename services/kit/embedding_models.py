@@ -45,6 +45,14 @@ class ModelSpec:
     # Inputs longer than this are refused, not truncated: a chunk that size is a bug upstream.
     max_input_chars: int = 50_000
     aliases: tuple[str, ...] = field(default=())
+    # Positions of max_tokens the tokenizer fills itself (BERT's [CLS] and [SEP]),
+    # so not available to a chunk's text.
+    special_tokens: int = 0
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        """The largest chunk, in tokens of text, the model reads without truncating."""
+        return self.max_tokens - self.special_tokens
 
     def instruction_for(self, is_query: bool, override: str | None) -> str:
         if override is not None:
@@ -61,6 +69,7 @@ MINILM = ModelSpec(
     triton_model="all_minilm_l6_v2",
     dimension=384,
     max_tokens=256,
+    special_tokens=2,
     pooling=Pooling.MEAN,
     normalized=True,
     max_batch_size=64,

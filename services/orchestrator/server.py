@@ -1,10 +1,34 @@
-"""The orchestrator's gRPC surface. Its RPCs land with the indexing and reindex issues;
-until then each answers UNIMPLEMENTED."""
+"""The orchestrator's gRPC surface: ``CollectionService``, ``OperationService``
+and ``google.longrunning.Operations`` over the same operations;
+``ReindexControlService`` answers UNIMPLEMENTED until the reindex issue lands.
+
+``lifespan`` builds what the servicers share (the repository, the process-wide
+change listener and the two application services); ``bindings`` maps them
+onto the servers' services; ``background`` runs the event consumers and the
+reaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from google.longrunning import operations_pb2_grpc
 
 from kit.config import ServiceName
+from kit.grpc.server import ServiceBinding, bind
 from kit.grpc.unimplemented import unimplemented
 from kit.runtime import ServiceContext, ServiceSpec
+from orchestrator.adapters.repository import OrchestratorRepository
+from orchestrator.background import background
+from orchestrator.collection_app import CollectionApp
+from orchestrator.collection_servicer import CollectionServicer
 from orchestrator.config import OrchestratorSettings
+from orchestrator.longrunning_servicer import LongRunningServicer
+from orchestrator.operation_app import OperationApp
+from orchestrator.operation_servicer import OperationServicer
+from orchestrator.watch import OperationWatcher
 from vectorops.orchestrator.v1 import (
     collection_service_pb2_grpc,
     operation_service_pb2_grpc,
@@ -12,10 +36,58 @@ from vectorops.orchestrator.v1 import (
 )
 
 
-def bindings(ctx: ServiceContext):
+@dataclass(frozen=True)
+class Application:
+    """What the orchestrator's servicers share, built once per process."""
+
+    settings: OrchestratorSettings
+    repository: OrchestratorRepository
+    watcher: OperationWatcher
+    collections: CollectionApp
+    operations: OperationApp
+
+
+def _settings(ctx: ServiceContext) -> OrchestratorSettings:
+    if not isinstance(ctx.settings, OrchestratorSettings):
+        raise TypeError("the orchestrator needs OrchestratorSettings")
+    return ctx.settings
+
+
+@contextlib.asynccontextmanager
+async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
+    settings = _settings(ctx)
+    repository = OrchestratorRepository(ctx.pool, ctx.schema)
+    watcher = OperationWatcher(settings.postgres_dsn, repository.change_channel)
+    await watcher.start()
+    try:
+        yield Application(
+            settings=settings,
+            repository=repository,
+            watcher=watcher,
+            collections=CollectionApp(repository, settings.source_roots),
+            operations=OperationApp(
+                repository,
+                watcher,
+                poll_seconds=settings.orchestrator_watch_poll_seconds,
+                min_interval_seconds=settings.orchestrator_watch_min_interval_seconds,
+            ),
+        )
+    finally:
+        await watcher.stop()
+
+
+def bindings(ctx: ServiceContext) -> list[ServiceBinding]:
+    app: Application = ctx.app
     return [
-        unimplemented(collection_service_pb2_grpc, "CollectionService"),
-        unimplemented(operation_service_pb2_grpc, "OperationService"),
+        bind(collection_service_pb2_grpc, "CollectionService", CollectionServicer(app.collections)),
+        bind(operation_service_pb2_grpc, "OperationService", OperationServicer(app.operations)),
+        bind(
+            operations_pb2_grpc,
+            "Operations",
+            LongRunningServicer(
+                app.operations, app.collections, app.settings.orchestrator_wait_max_seconds
+            ),
+        ),
         unimplemented(reindex_control_service_pb2_grpc, "ReindexControlService"),
     ]
 
@@ -24,5 +96,7 @@ SPEC = ServiceSpec(
     name=ServiceName.ORCHESTRATOR,
     package="orchestrator",
     bindings=bindings,
+    background=background,
     settings_type=OrchestratorSettings,
+    lifespan=lifespan,
 )

@@ -187,6 +187,39 @@ async def test_rejected_message_goes_to_dead_letters_at_once(bus: JetStream) -> 
     assert "rejected: unknown payload type" in dead.reason
 
 
+async def test_two_consumers_rejecting_one_message_each_keep_a_dead_letter(
+    bus: JetStream,
+) -> None:
+    """Two consumers of one (limits) stream each give up on the same message: both
+    dead letters are kept, one per consumer, not deduplicated into one."""
+    name = f"T_{uuid.uuid4().hex[:8].upper()}"
+    spec = StreamSpec(name, (f"t.{name.lower()}.>",), Retention.LIMITS)
+    await bus.ensure_streams([spec])
+    subject = f"t.{name.lower()}.event"
+    await bus.publish(subject, b"poison", msg_id=str(uuid.uuid4()))
+
+    async def rejecting(delivery: Delivery) -> None:
+        raise Reject("cannot handle it")
+
+    for durable in ("first", "second"):
+        await bus.ensure_consumer(ConsumerSpec(name, durable, (subject,)))
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            bus.consume(
+                ConsumerSpec(name, durable, (subject,)), rejecting, fetch_timeout=0.2, stop=stop
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await _dead_letters_of(bus, name, durable):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    for durable in ("first", "second"):
+        [(_, dead)] = await _dead_letters_of(bus, name, durable)
+        assert dead.original_envelope == b"poison" and dead.consumer == durable
+
+
 async def test_concurrent_consumer_handles_up_to_its_limit_at_once(bus: JetStream) -> None:
     spec, subject = await _work_queue(bus)
     consumer = ConsumerSpec(spec.name, "worker", (subject,))

@@ -311,14 +311,14 @@ async def test_pagination_covers_every_row_once(repo) -> None:
     ops: list[str] = []
     token = ""
     while True:
-        page, token = await repo.list_operations("alice", 2, token, type=OperationType.INDEX)
+        page, token = await repo.list_operations("alice", 2, token, types=[OperationType.INDEX])
         ops += [o.id for o in page]
         if not token:
             break
     assert len(ops) == len(set(ops)) == 7
     with pytest.raises(InvalidArgument) as caught:
         first, token = await repo.list_operations("alice", 2)
-        await repo.list_operations("alice", 2, token, status=OperationStatus.FAILED)
+        await repo.list_operations("alice", 2, token, statuses=[OperationStatus.FAILED])
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
 
 

@@ -1,21 +1,35 @@
-"""The embedded vector store against Qdrant's real engine (qdrant-edge), in temp dirs.
+"""The vector-store contract, run against both adapters: the embedded store on
+Qdrant's real engine (qdrant-edge, in temp dirs) and the Qdrant server store through
+qdrant-client's local mode (the client's own in-process implementation of the
+server API; no Qdrant server binary is available here).
 
-Written against the ``VectorStore`` Protocol through the ``store`` fixture, so a
-Qdrant server adapter can later be added as a second fixture param."""
+Every test of the contract takes the ``store`` (or ``backend``) fixture and runs
+once per adapter. Local mode is a brute-force scan over numpy arrays: it keeps no
+payload indexes and builds no HNSW, so where a test would look at those, it asserts
+what each backend can show (see ``Backend``). Tests of one adapter only (the edge
+store's files, the factory, config read back from a foreign collection) come last.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import AsyncQdrantClient, models
 
 from indexer.adapters.edge_store import EdgeVectorStore
+from indexer.adapters.qdrant_store import QdrantServerStore
+from indexer.adapters.store_factory import open_vector_store
 from indexer.adapters.vector_store import (
+    INDEXED_PAYLOAD_FIELDS,
     CollectionStatus,
+    Distance,
     InvalidVectorStoreArgument,
     Quantization,
     SystemCollectionProtected,
@@ -23,9 +37,56 @@ from indexer.adapters.vector_store import (
     VectorCollectionNotFound,
     VectorPoint,
     VectorStore,
+    VectorStoreUnavailable,
 )
+from indexer.config import IndexerSettings
+
+# Local mode warns once that payload indexes do nothing there; that is known.
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
 DIM = 32
+
+
+@dataclass
+class Backend:
+    """One adapter, how to open another store on it, and what it can show."""
+
+    kind: str
+    open: Callable[..., VectorStore]
+    shows_payload_indexes: bool
+    """Local mode keeps no payload indexes (filters scan every point)."""
+    builds_indexes: bool
+    """Local mode never builds HNSW: its indexed_vectors_count stays 0."""
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """An adapter; every store opened through it is closed after the test."""
+    opened: list[VectorStore] = []
+
+    def open_store(*, indexing_threshold_kb: int | None = None) -> VectorStore:
+        store: VectorStore
+        if request.param == "edge":
+            store = EdgeVectorStore(
+                tmp_path / f"vectors-{len(opened)}", indexing_threshold_kb=indexing_threshold_kb
+            )
+        else:
+            store = QdrantServerStore(
+                AsyncQdrantClient(location=":memory:"), indexing_threshold_kb=indexing_threshold_kb
+            )
+        opened.append(store)
+        return store
+
+    is_edge = request.param == "edge"
+    yield Backend(request.param, open_store, shows_payload_indexes=is_edge, builds_indexes=is_edge)
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> VectorStore:
+    """A fresh, empty store of the backend under test."""
+    return backend.open()
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -53,31 +114,49 @@ def _points(
     ]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[EdgeVectorStore]:
-    """A fresh embedded store in its own temp data dir, closed after the test."""
-    vector_store = EdgeVectorStore(tmp_path / "vectors")
-    yield vector_store
-    await vector_store.close()
+# -- collections ------------------------------------------------------------------
 
 
-async def test_is_a_vector_store(store: EdgeVectorStore) -> None:
+async def test_is_a_vector_store(store: VectorStore) -> None:
     assert isinstance(store, VectorStore)
 
 
-async def test_create_is_idempotent_and_a_different_config_conflicts(store: VectorStore) -> None:
+async def test_create_is_idempotent_and_a_different_config_conflicts(backend: Backend) -> None:
+    store = backend.open()
     assert await store.create_collection("docs", DIM) is True
     assert await store.create_collection("docs", DIM) is False
     with pytest.raises(VectorCollectionConflict):
         await store.create_collection("docs", DIM + 1)
     with pytest.raises(VectorCollectionConflict):
         await store.create_collection("docs", DIM, quantization=Quantization.INT8)
+    with pytest.raises(VectorCollectionConflict):
+        await store.create_collection("docs", DIM, distance=Distance.DOT)
     assert await store.collection_exists("docs")
     assert await store.list_collections() == ["docs"]
     info = await store.collection_info("docs")
+    assert info.name == "docs"
     assert info.config.dimension == DIM and info.config.quantization is Quantization.FLOAT32
+    assert info.config.distance is Distance.COSINE
     assert info.status is CollectionStatus.GREEN and info.points_count == 0
-    assert {"collection_id", "source_id", "document_id"} <= set(info.payload_indexes)
+    if backend.shows_payload_indexes:
+        assert set(INDEXED_PAYLOAD_FIELDS) <= set(info.payload_indexes)
+    else:
+        # Local mode reports no payload indexes; filtering on those fields is shown
+        # to work by the filter tests below.
+        assert info.payload_indexes == ()
+
+
+async def test_each_quantization_is_recorded_and_read_back(store: VectorStore) -> None:
+    for quantization in Quantization:
+        name = f"q_{quantization.value}"
+        await store.create_collection(name, DIM, Distance.EUCLID, quantization)
+        config = (await store.collection_info(name)).config
+        assert (config.dimension, config.distance, config.quantization) == (
+            DIM,
+            Distance.EUCLID,
+            quantization,
+        )
+        assert await store.create_collection(name, DIM, Distance.EUCLID, quantization) is False
 
 
 async def test_delete_collection_is_idempotent(store: VectorStore) -> None:
@@ -97,13 +176,46 @@ async def test_invalid_names_are_refused(store: VectorStore, name: str) -> None:
     with pytest.raises(InvalidVectorStoreArgument):
         await store.create_collection(name, DIM)
     assert not await store.collection_exists(name)
+    assert await store.list_collections() == []
 
 
 async def test_system_collections_need_the_system_flag(store: VectorStore) -> None:
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.create_collection("_probes", DIM)
     assert await store.create_collection("_probes", DIM, system=True)
     with pytest.raises(SystemCollectionProtected):
         await store.delete_collection("_probes")
+    assert await store.collection_exists("_probes")
     assert await store.delete_collection("_probes", system=True)
+    assert not await store.collection_exists("_probes")
+
+
+async def test_unknown_collections_are_not_found(store: VectorStore) -> None:
+    query = np.ones(DIM, dtype=np.float32)
+    point = VectorPoint(str(uuid.uuid4()), query, {})
+    calls = {
+        "count": lambda: store.count("missing"),
+        "search": lambda: store.search("missing", query, top_k=1),
+        "scroll": lambda: store.scroll("missing"),
+        "upsert": lambda: store.upsert("missing", [point]),
+        "upsert nothing": lambda: store.upsert("missing", []),
+        "delete_points": lambda: store.delete_points("missing", {"source_id": "s1"}),
+        "collection_info": lambda: store.collection_info("missing"),
+        "optimize": lambda: store.optimize("missing"),
+        "set_alias": lambda: store.set_alias("public", "missing"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(VectorCollectionNotFound):
+            await call()
+            pytest.fail(f"{what} on a missing collection did not fail")
+    assert await store.delete_collection("missing") is False
+    assert not await store.collection_exists("missing")
+    assert await store.get_alias("missing") is None
+    assert await store.resolve("missing") == "missing"
+    assert await store.delete_alias("missing") is False
+
+
+# -- points -----------------------------------------------------------------------
 
 
 async def test_upsert_count_search_and_filters(store: VectorStore) -> None:
@@ -118,6 +230,10 @@ async def test_upsert_count_search_and_filters(store: VectorStore) -> None:
     assert await store.count("docs", {"source_id": "s1"}) == 40
     assert await store.count("docs", {"document_id": "s1-doc0"}) == 10
     assert await store.count("docs", {"document_id": ["s1-doc0", "s2-doc1"]}) == 20
+    assert await store.count("docs", {"document_id": ("s1-doc0",)}) == 10
+    assert await store.count("docs", {"document_id": []}) == 0
+    assert await store.count("docs", {"chunk_index": 3}) == 2
+    assert await store.count("docs", {"source_id": "s1", "chunk_index": [0, 1, 2, 39, 55]}) == 4
     assert await store.count("docs", exact=False) > 0
 
     query = vectors[5] + 0.05 * _unit(rng, 1)[0]
@@ -127,18 +243,45 @@ async def test_upsert_count_search_and_filters(store: VectorStore) -> None:
     assert [hit.id for hit in hits] == [points[int(i)].id for i in expected]
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].score == pytest.approx(float(cosines[5]), abs=1e-4)
+    assert hits[0].payload == points[5].payload
 
     only_s2 = await store.search("docs", query, top_k=5, filter={"source_id": "s2"})
     assert len(only_s2) == 5 and all(h.payload["source_id"] == "s2" for h in only_s2)
+    listed = await store.search("docs", query, top_k=60, filter={"document_id": ["s2-doc1"]})
+    assert len(listed) == 10 and {h.payload["document_id"] for h in listed} == {"s2-doc1"}
     thresholded = await store.search("docs", query, top_k=60, score_threshold=0.5)
     assert thresholded and all(h.score >= 0.5 for h in thresholded)
     bare = await store.search("docs", query, top_k=1, with_payload=False)
-    assert not bare[0].payload
+    assert bare[0].id == hits[0].id and not bare[0].payload
 
     with pytest.raises(InvalidVectorStoreArgument):
-        await store.search("docs", np.zeros(DIM + 1, dtype=np.float32), top_k=1)
+        await store.search("docs", query, top_k=0)
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.count("docs", {"page": 1.5})  # type: ignore[dict-item]
     with pytest.raises(InvalidVectorStoreArgument):
         await store.upsert("docs", [VectorPoint("not-a-uuid", vectors[0], {})])
+
+
+async def test_dimension_mismatches_are_refused_and_write_nothing(store: VectorStore) -> None:
+    rng = np.random.default_rng(10)
+    await store.create_collection("docs", DIM)
+    wrong = rng.standard_normal((300, DIM + 1)).astype(np.float32)
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.search("docs", wrong[0], top_k=1)
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.upsert("docs", _points(wrong, "s1", docs=3))
+    # Good points first, one bad one last: refused whole, none of them written.
+    mixed = _points(_unit(rng, 299), "s1", docs=3) + _points(wrong[:1], "s1", docs=1)
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.upsert("docs", mixed)
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.upsert("docs", [VectorPoint(str(uuid.uuid4()), np.ones((2, DIM)), {})])
+    assert await store.count("docs") == 0
+
+    await store.upsert("docs", _points(_unit(rng, 3), "s1", docs=1))
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.search("docs", wrong[0][:-2], top_k=1)
+    assert await store.count("docs") == 3
 
 
 async def test_upsert_by_same_id_replaces(store: VectorStore) -> None:
@@ -146,11 +289,23 @@ async def test_upsert_by_same_id_replaces(store: VectorStore) -> None:
     await store.create_collection("docs", DIM)
     points = _points(_unit(rng, 5), "s1", docs=1)
     await store.upsert("docs", points)
+    points[0].payload["text"] = "changed"
     await store.upsert("docs", points)
     assert await store.count("docs") == 5
+    hits = await store.search("docs", points[0].vector, top_k=1)
+    assert hits[0].id == points[0].id and hits[0].payload["text"] == "changed"
 
 
-async def test_delete_by_document_and_by_source_counts_exactly(store: VectorStore) -> None:
+async def test_upsert_of_many_points_goes_in_batches(store: VectorStore) -> None:
+    rng = np.random.default_rng(11)
+    await store.create_collection("docs", DIM)
+    points = _points(_unit(rng, 2500), "s1", docs=50)  # several batches of either adapter
+    assert await store.upsert("docs", points) == 2500
+    assert await store.count("docs") == 2500
+    assert await store.count("docs", {"document_id": "s1-doc7"}) == 50
+
+
+async def test_delete_by_document_source_and_chunks_counts_exactly(store: VectorStore) -> None:
     rng = np.random.default_rng(3)
     await store.create_collection("docs", DIM)
     await store.upsert("docs", _points(_unit(rng, 30), "s1", docs=3))
@@ -159,11 +314,19 @@ async def test_delete_by_document_and_by_source_counts_exactly(store: VectorStor
     assert await store.delete_points("docs", {"document_id": "s1-doc1"}) == 10
     assert await store.delete_points("docs", {"document_id": "s1-doc1"}) == 0
     assert await store.count("docs") == 40
-    assert await store.delete_points("docs", {"source_id": "s2"}) == 20
+    # A document's stale chunks: one document, a list of chunk indexes.
+    assert (
+        await store.delete_points("docs", {"document_id": "s1-doc0", "chunk_index": [0, 3, 4]}) == 2
+    )
+    assert await store.count("docs", {"document_id": "s1-doc0"}) == 8
+    # Several documents at once.
+    assert await store.delete_points("docs", {"document_id": ["s2-doc0", "s2-doc1"]}) == 10
+    assert await store.delete_points("docs", {"source_id": "s2"}) == 10
     assert await store.count("docs", {"source_id": "s2"}) == 0
-    assert await store.count("docs") == 20
+    assert await store.count("docs") == 18
     with pytest.raises(InvalidVectorStoreArgument):
         await store.delete_points("docs", {})
+    assert await store.count("docs") == 18
 
 
 async def test_scroll_pages_cover_every_point_once(store: VectorStore) -> None:
@@ -188,21 +351,28 @@ async def test_scroll_pages_cover_every_point_once(store: VectorStore) -> None:
     assert set(ids) == {p.id for p in points}
     s1 = await all_ids({"source_id": "s1"})
     assert len(s1) == len(set(s1)) == 95
+    chunks = await all_ids({"document_id": "s1-doc2", "chunk_index": [2, 7, 12, 13]})
+    assert sorted(chunks) == sorted(
+        p.id for p in points[:95] if p.payload["chunk_index"] in (2, 7, 12)
+    )
 
     page = await store.scroll("docs", limit=3, with_vectors=True)
     by_id = {p.id: p for p in points}
+    assert len(page.points) == 3
     for point in page.points:
         assert point.vector is not None
         assert np.allclose(point.vector, by_id[point.id].vector, atol=1e-5)
         assert point.payload == by_id[point.id].payload
+    assert all(point.vector is None for point in (await store.scroll("docs", limit=3)).points)
 
 
 @pytest.mark.parametrize("quantization", list(Quantization))
 async def test_quantized_collections_find_their_own_vectors(
-    tmp_path: Path, quantization: Quantization
+    backend: Backend, quantization: Quantization
 ) -> None:
-    # A tiny indexing threshold, so optimize really builds HNSW and int8 segments.
-    store = EdgeVectorStore(tmp_path / "vectors", indexing_threshold_kb=1)
+    # A tiny indexing threshold, so optimize really builds HNSW and int8 segments
+    # where the backend builds any.
+    store = backend.open(indexing_threshold_kb=1)
     rng = np.random.default_rng(5)
     vectors = _unit(rng, 300)
     await store.create_collection("q", DIM, quantization=quantization)
@@ -211,12 +381,17 @@ async def test_quantized_collections_find_their_own_vectors(
     info = await store.optimize("q")
     assert info.status is CollectionStatus.GREEN and info.points_count == 300
     assert info.config.quantization is quantization
-    assert info.indexed_vectors_count == 300
+    assert info.indexed_vectors_count == (300 if backend.builds_indexes else 0)
     for i in (0, 17, 150, 299):
         hits = await store.search("q", vectors[i], top_k=3)
         assert hits[0].id == points[i].id
         assert hits[0].score == pytest.approx(1.0, abs=0.02)
-    await store.close()
+    filtered = await store.search("q", vectors[17], top_k=3, filter={"document_id": "s1-doc7"})
+    assert filtered[0].id == points[17].id
+    assert all(hit.payload["document_id"] == "s1-doc7" for hit in filtered)
+
+
+# -- aliases ----------------------------------------------------------------------
 
 
 async def test_aliases_set_move_delete_and_search_through_them(store: VectorStore) -> None:
@@ -231,8 +406,11 @@ async def test_aliases_set_move_delete_and_search_through_them(store: VectorStor
     assert await store.get_alias("public") == "blue"
     assert await store.resolve("public") == "blue"
     assert await store.resolve("blue") == "blue"
+    assert not await store.collection_exists("public")  # an alias is no collection
+    assert await store.list_collections() == ["blue", "green"]
     hits = await store.search("public", blue[0], top_k=1)
     assert hits[0].payload["collection_id"] == "blue"
+    assert (await store.collection_info("public")).name == "blue"
 
     await store.set_alias("public", "green")
     await store.set_alias("public", "green")  # idempotent: Postgres is the truth, we follow it
@@ -241,7 +419,12 @@ async def test_aliases_set_move_delete_and_search_through_them(store: VectorStor
     assert await store.count("public") == 10
     await store.upsert("public", _points(green[:1], "s9", docs=1, collection_id="green"))
     assert await store.count("green") == 11
-    assert await store.list_aliases() == {"public": "green"}
+    assert await store.delete_points("public", {"source_id": "s9"}) == 1
+    page = await store.scroll("public", limit=50)
+    assert {p.payload["collection_id"] for p in page.points} == {"green"}
+    assert (await store.optimize("public")).name == "green"
+    await store.set_alias("staging", "blue")
+    assert await store.list_aliases() == {"public": "green", "staging": "blue"}
 
     with pytest.raises(VectorCollectionNotFound):
         await store.set_alias("public", "missing")
@@ -251,22 +434,103 @@ async def test_aliases_set_move_delete_and_search_through_them(store: VectorStor
         await store.create_collection("public", DIM)
     with pytest.raises(InvalidVectorStoreArgument):
         await store.set_alias("_sys", "green")
+    with pytest.raises(InvalidVectorStoreArgument):
+        await store.set_alias("other", "public")  # an alias of an alias
+    assert await store.get_alias("public") == "green"
 
     assert await store.delete_alias("public") is True
     assert await store.delete_alias("public") is False
     assert await store.get_alias("public") is None
+    assert await store.list_aliases() == {"staging": "blue"}
     with pytest.raises(VectorCollectionNotFound):
         await store.search("public", blue[0], top_k=1)
+    assert await store.count("green") == 10  # deleting an alias leaves its collection
 
 
 async def test_deleting_a_collection_drops_its_aliases(store: VectorStore) -> None:
     await store.create_collection("old", DIM)
+    await store.create_collection("other", DIM)
     await store.set_alias("public", "old")
+    await store.set_alias("keep", "other")
     await store.delete_collection("old")
     assert await store.get_alias("public") is None
+    assert await store.list_aliases() == {"keep": "other"}
 
 
-async def test_data_and_aliases_survive_reopen(tmp_path: Path) -> None:
+async def test_searches_never_fail_while_the_alias_moves(store: VectorStore) -> None:
+    rng = np.random.default_rng(8)
+    await store.create_collection("blue", DIM)
+    await store.create_collection("green", DIM)
+    await store.upsert("blue", _points(_unit(rng, 200), "s1", docs=10, collection_id="blue"))
+    await store.upsert("green", _points(_unit(rng, 200), "s1", docs=10, collection_id="green"))
+    await store.set_alias("public", "blue")
+    queries = _unit(rng, 16)
+    errors: list[BaseException] = []
+    seen: set[str] = set()
+    searches = 0
+    stop = asyncio.Event()
+
+    async def searcher(k: int) -> None:
+        nonlocal searches
+        while not stop.is_set():
+            try:
+                hits = await store.search("public", queries[k], top_k=5)
+                sources = {hit.payload["collection_id"] for hit in hits}
+                assert len(hits) == 5 and len(sources) == 1, sources
+                seen.update(sources)
+                searches += 1
+            except BaseException as error:  # noqa: BLE001 - any failure is the finding
+                errors.append(error)
+            # Local mode answers without suspending: let the mover and the others run.
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(searcher(k)) for k in range(8)]
+    for move in range(10):
+        await asyncio.sleep(0.02)
+        target = "green" if move % 2 == 0 else "blue"
+        await store.set_alias("public", target)
+        # Atomic: a search that starts after set_alias returns sees the target.
+        hits = await store.search("public", queries[0], top_k=5)
+        assert {h.payload["collection_id"] for h in hits} == {target}
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert errors == []
+    assert seen == {"blue", "green"}
+    assert searches > 50
+
+
+async def test_deleting_a_collection_under_searches_fails_them_cleanly(store: VectorStore) -> None:
+    rng = np.random.default_rng(9)
+    await store.create_collection("old", DIM)
+    await store.upsert("old", _points(_unit(rng, 100), "s1", docs=5))
+    query = _unit(rng, 1)[0]
+    outcomes: list[str] = []
+
+    async def searcher() -> None:
+        # Until this searcher sees the collection gone.
+        while True:
+            try:
+                await store.search("old", query, top_k=3)
+                outcomes.append("ok")
+            except VectorCollectionNotFound:
+                outcomes.append("not found")  # the only acceptable failure
+                return
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(searcher()) for _ in range(4)]
+    deadline = asyncio.get_running_loop().time() + 30
+    while outcomes.count("ok") < 20:
+        assert asyncio.get_running_loop().time() < deadline, "searches did not get going"
+        await asyncio.sleep(0.001)
+    assert await store.delete_collection("old") is True
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert "not found" in outcomes and set(outcomes) <= {"ok", "not found"}
+
+
+# -- the edge store only: its files ---------------------------------------------------
+
+
+async def test_edge_data_and_aliases_survive_reopen(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     vectors = _unit(rng, 25)
     data_dir = tmp_path / "vectors"
@@ -294,7 +558,7 @@ async def test_data_and_aliases_survive_reopen(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_leftovers_of_a_crash_are_not_collections(tmp_path: Path) -> None:
+async def test_edge_leftovers_of_a_crash_are_not_collections(tmp_path: Path) -> None:
     data_dir = tmp_path / "vectors"
     (data_dir / "collections" / ".tmp-half-abc" / "shard").mkdir(parents=True)
     (data_dir / "collections" / ".trash-old-abc").mkdir(parents=True)
@@ -306,64 +570,80 @@ async def test_leftovers_of_a_crash_are_not_collections(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_searches_never_fail_while_the_alias_moves(store: VectorStore) -> None:
-    rng = np.random.default_rng(8)
-    await store.create_collection("blue", DIM)
-    await store.create_collection("green", DIM)
-    await store.upsert("blue", _points(_unit(rng, 200), "s1", docs=10, collection_id="blue"))
-    await store.upsert("green", _points(_unit(rng, 200), "s1", docs=10, collection_id="green"))
-    await store.set_alias("public", "blue")
-    queries = _unit(rng, 16)
-    errors: list[BaseException] = []
-    seen: set[str] = set()
-    searches = 0
-    stop = asyncio.Event()
-
-    async def searcher(k: int) -> None:
-        nonlocal searches
-        while not stop.is_set():
-            try:
-                hits = await store.search("public", queries[k], top_k=5)
-                sources = {hit.payload["collection_id"] for hit in hits}
-                assert len(hits) == 5 and len(sources) == 1, sources
-                seen.update(sources)
-                searches += 1
-            except BaseException as error:  # noqa: BLE001 - any failure is the finding
-                errors.append(error)
-
-    tasks = [asyncio.create_task(searcher(k)) for k in range(8)]
-    for move in range(10):
-        await asyncio.sleep(0.02)
-        target = "green" if move % 2 == 0 else "blue"
-        await store.set_alias("public", target)
-        # Atomic: a search that starts after set_alias returns sees the target.
-        hits = await store.search("public", queries[0], top_k=5)
-        assert {h.payload["collection_id"] for h in hits} == {target}
-    stop.set()
-    await asyncio.gather(*tasks)
-    assert errors == []
-    assert seen == {"blue", "green"}
-    assert searches > 50
+# -- the Qdrant server store only ---------------------------------------------------
 
 
-async def test_deleting_a_collection_under_searches_fails_them_cleanly(store: VectorStore) -> None:
-    rng = np.random.default_rng(9)
-    await store.create_collection("old", DIM)
-    await store.upsert("old", _points(_unit(rng, 100), "s1", docs=5))
-    query = _unit(rng, 1)[0]
-    outcomes: list[str] = []
+async def test_qdrant_config_of_a_collection_made_elsewhere_comes_from_its_params() -> None:
+    client = AsyncQdrantClient(location=":memory:")
+    store = QdrantServerStore(client)
+    try:
+        # Made without our metadata record, as another tool would: the adapter reads
+        # the size, distance and float16 datatype off the collection itself.
+        await client.create_collection(
+            "foreign",
+            vectors_config=models.VectorParams(
+                size=DIM, distance=models.Distance.DOT, datatype=models.Datatype.FLOAT16
+            ),
+        )
+        config = (await store.collection_info("foreign")).config
+        assert (config.dimension, config.distance, config.quantization) == (
+            DIM,
+            Distance.DOT,
+            Quantization.FLOAT16,
+        )
+        assert (
+            await store.create_collection("foreign", DIM, Distance.DOT, Quantization.FLOAT16)
+            is False
+        )
+        with pytest.raises(VectorCollectionConflict):
+            await store.create_collection("foreign", DIM)
 
-    async def searcher() -> None:
-        for _ in range(200):
-            try:
-                await store.search("old", query, top_k=3)
-                outcomes.append("ok")
-            except VectorCollectionNotFound:
-                outcomes.append("not found")  # the only acceptable failure
-            await asyncio.sleep(0)
+        await client.create_collection(
+            "named",
+            vectors_config={"text": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        )
+        with pytest.raises(VectorCollectionConflict):
+            await store.create_collection("named", DIM)
+    finally:
+        await store.close()
 
-    tasks = [asyncio.create_task(searcher()) for _ in range(4)]
-    await asyncio.sleep(0.01)
-    assert await store.delete_collection("old") is True
-    await asyncio.gather(*tasks)
-    assert "not found" in outcomes and set(outcomes) <= {"ok", "not found"}
+
+async def test_the_factory_picks_the_store_the_settings_name(tmp_path: Path) -> None:
+    embedded = open_vector_store(IndexerSettings(indexer_data_dir=tmp_path / "indexer"))
+    try:
+        assert isinstance(embedded, EdgeVectorStore)
+        assert (tmp_path / "indexer" / "qdrant" / "collections").is_dir()
+    finally:
+        await embedded.close()
+
+    # Nothing is dialled until the first call, so no server is needed to build it.
+    server = open_vector_store(
+        IndexerSettings(
+            indexer_data_dir=tmp_path / "unused",
+            indexer_qdrant_url="https://qdrant.example:6334",
+            indexer_qdrant_api_key="secret-key",
+        )
+    )
+    try:
+        assert isinstance(server, QdrantServerStore)
+        assert isinstance(server, VectorStore)
+        assert not (tmp_path / "unused").exists()
+    finally:
+        await server.close()
+
+    with pytest.raises(ValueError, match="not http"):
+        open_vector_store(IndexerSettings(indexer_qdrant_url="ftp://qdrant:6334"))
+
+
+async def test_an_unreachable_qdrant_server_is_backend_unavailable() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = QdrantServerStore.connect(f"http://127.0.0.1:{port}", timeout_seconds=5)
+    try:
+        for call in (store.list_collections, lambda: store.count("docs")):
+            with pytest.raises(VectorStoreUnavailable) as raised:
+                await call()
+            assert raised.value.reason == "BACKEND_UNAVAILABLE"
+    finally:
+        await store.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -305,30 +305,55 @@ class DocumentRepository:
         )
         return [_document_from(row) for row in rows]
 
+    async def get_document(self, collection_id: str, document_id: str) -> DocumentRecord:
+        """One document of the collection; DOCUMENT_NOT_FOUND when the collection has
+        no such document (whatever other collection may have it)."""
+        row = await self._pool.fetchrow(
+            f"""SELECT * FROM {self._s}.documents
+                WHERE collection_id = $1 AND document_id = $2""",
+            _cid(collection_id),
+            keyset.uuid_or_not_found(document_id, "DOCUMENT_NOT_FOUND", "document_id"),
+        )
+        if row is None:
+            raise _not_found("document", document_id)
+        return _document_from(row)
+
     async def list_documents(
         self,
         collection_id: str,
         page_size: int,
         page_token: str = "",
         status: DocumentStatus | None = None,
+        *,
+        statuses: Collection[DocumentStatus] = (),
+        source_id: str | None = None,
     ) -> tuple[list[DocumentRecord], str]:
         """One page ordered by (source_id, path) and the next token ("" at the end).
 
-        Keyset pagination: documents written or deleted between pages neither
-        shift nor repeat the others. A token works only for the collection and
-        status filter it was issued for. An unknown collection has no documents.
+        Only documents with ``status`` or one of ``statuses`` (none given: all), and
+        of ``source_id`` when given. Keyset pagination: documents written or
+        deleted between pages neither shift nor repeat the others. A token works
+        only for the collection and filters it was issued for. An unknown
+        collection has no documents.
         """
         size = keyset.page_size(page_size)
-        filters = {"collection": collection_id, "status": status and str(status)}
+        wanted = sorted(
+            {str(DocumentStatus(s)) for s in (*statuses, *([status] if status else []))}
+        )
+        filters = {"collection": collection_id, "statuses": wanted or None, "source": source_id}
         after = _BY_PATH.after(page_token, filters)
         args: list[Any] = [
             _cid(collection_id),
-            filters["status"],
+            filters["statuses"],
             size + 1,
+            _sid(source_id) if source_id else None,
         ]
-        where = "collection_id = $1 AND ($2::text IS NULL OR status = $2)"
+        where = (
+            "collection_id = $1 AND ($2::text[] IS NULL OR status = ANY($2::text[]))"
+            " AND ($4::uuid IS NULL OR source_id = $4)"
+        )
         if after is not None:
-            where += " AND (source_id, path) > ($4, $5)"
+            where += " AND (source_id, path) > ($5, $6)"
             args += list(after)
         rows = await self._pool.fetch(
             f"""SELECT * FROM {self._s}.documents WHERE {where}
@@ -349,6 +374,16 @@ class DocumentRepository:
             list(_LIVE),
         )
         return int(row["documents"]), int(row["vectors"]), int(row["bytes"])
+
+    async def source_document_counts(self, collection_id: str) -> dict[str, int]:
+        """source id -> indexed documents, for the sources that have any."""
+        rows = await self._pool.fetch(
+            f"""SELECT source_id, count(*) AS documents FROM {self._s}.documents
+                WHERE collection_id = $1 AND status = ANY($2::text[]) GROUP BY source_id""",
+            _cid(collection_id),
+            list(_LIVE),
+        )
+        return {str(row["source_id"]): int(row["documents"]) for row in rows}
 
     # --- processed batches ---------------------------------------------------------
 

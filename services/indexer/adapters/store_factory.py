@@ -1,14 +1,18 @@
-"""The vector store the settings ask for: Qdrant's engine embedded in this process
-(the default) or a Qdrant server or cluster."""
+"""The vector store the settings ask for: a Qdrant server or cluster (gRPC, through
+qdrant-client) when ``VECTOROPS_INDEXER_QDRANT_URL`` is set, else Qdrant's engine
+embedded in this process with its files under the indexer's data dir."""
 
 from __future__ import annotations
 
 from indexer.adapters.edge_store import EdgeVectorStore
+from indexer.adapters.qdrant_store import QdrantServerStore
 from indexer.adapters.vector_store import VectorStore
 from indexer.config import IndexerSettings
 
 
 def open_vector_store(settings: IndexerSettings) -> VectorStore:
     if settings.indexer_qdrant_url:
-        raise NotImplementedError("the Qdrant server adapter lands with the indexing issue")
+        return QdrantServerStore.connect(
+            settings.indexer_qdrant_url, api_key=settings.indexer_qdrant_api_key
+        )
     return EdgeVectorStore(settings.indexer_data_dir / "qdrant")

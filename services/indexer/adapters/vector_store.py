@@ -24,8 +24,8 @@ us, as probed on 0.9.0:
 - queries and updates may run concurrently from several threads; closing a shard
   while a query runs fails that query, so closes wait for in-flight calls.
 
-A Qdrant server adapter (for the deploy issue; not written yet) maps the Protocol
-one to one onto ``qdrant_client.AsyncQdrantClient`` (gRPC):
+The Qdrant server adapter (``QdrantServerStore`` in ``indexer.adapters.qdrant_store``)
+maps the Protocol one to one onto ``qdrant_client.AsyncQdrantClient`` (gRPC):
 ``create_collection`` → ``create_collection(vectors_config=VectorParams(size,
 distance, datatype=FLOAT16|FLOAT32), quantization_config=ScalarQuantization(INT8))``
 then ``create_payload_index`` for ``INDEXED_PAYLOAD_FIELDS``, comparing
@@ -35,8 +35,8 @@ then ``create_payload_index`` for ``INDEXED_PAYLOAD_FIELDS``, comparing
 (status green/yellow/red straight from the server); ``optimize`` → poll
 ``get_collection`` until green; ``set_alias`` → ``update_collection_aliases`` with
 delete + create in one request (atomic on the server); ``get_alias`` →
-``get_aliases``. The contract tests should then run against both (the server one
-through ``qdrant-client``'s local mode or a real server).
+``get_aliases``. One contract suite runs against both (the server one through
+``qdrant-client``'s local mode).
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from kit.embedding_models import Quantization
-from kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from kit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 SYSTEM_PREFIX = "_"
 """Names starting with this are system collections: never created or deleted by
@@ -62,7 +68,9 @@ are the remove-source and validation paths."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,190}$")
 
-FilterValue = str | int | bool | Sequence[str] | Sequence[int]
+# No bools: the embedded engine (qdrant-edge-py 0.9) matches True as 1, so a bool
+# filter would match nothing there while a server matches it.
+FilterValue = str | int | Sequence[str] | Sequence[int]
 PayloadFilter = Mapping[str, FilterValue]
 """Payload key → value (all must match); a list value matches any of its items."""
 
@@ -76,6 +84,7 @@ class Distance(StrEnum):
 class CollectionStatus(StrEnum):
     GREEN = "green"
     YELLOW = "yellow"
+    RED = "red"  # a Qdrant server whose optimizer failed on the collection
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,14 @@ class InvalidVectorStoreArgument(InvalidArgument):
 @dataclass
 class SystemCollectionProtected(FailedPrecondition):
     reason: str = "SYSTEM_COLLECTION_PROTECTED"
+
+
+@dataclass
+class VectorStoreUnavailable(Unavailable):
+    """A Qdrant server that cannot be reached or did not answer in time: transient."""
+
+    reason: str = "BACKEND_UNAVAILABLE"
+    metadata: dict[str, str] = field(default_factory=lambda: {"backend": "qdrant"})
 
 
 def validate_name(name: str, *, what: str = "collection", allow_system: bool = False) -> str:

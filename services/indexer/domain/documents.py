@@ -14,37 +14,25 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import PurePosixPath
+
+# The media types live in kit, so the orchestrator checks uploads against the
+# same table; re-exported here, where the indexer's modules import them.
+from kit.media_types import MEDIA_TYPES_BY_EXTENSION, MediaType, media_type_for
+
+__all__ = [
+    "MEDIA_TYPES_BY_EXTENSION",
+    "DocumentPlan",
+    "Duplicate",
+    "MediaType",
+    "content_hash",
+    "document_id",
+    "media_type_for",
+    "plan_documents",
+    "point_id",
+]
 
 # Fixed for ever: changing either namespace changes every id already stored.
 DOCUMENT_NAMESPACE = uuid.UUID("6f0d8a52-3c1e-5b7a-9a43-2d1b6c0e7f10")
-
-
-class MediaType(StrEnum):
-    TEXT = "text/plain"
-    MARKDOWN = "text/markdown"
-    HTML = "text/html"
-    PDF = "application/pdf"
-    DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-
-
-# By lowercased extension; what a directory source indexes by default.
-MEDIA_TYPES_BY_EXTENSION: Mapping[str, MediaType] = {
-    ".txt": MediaType.TEXT,
-    ".text": MediaType.TEXT,
-    ".md": MediaType.MARKDOWN,
-    ".markdown": MediaType.MARKDOWN,
-    ".html": MediaType.HTML,
-    ".htm": MediaType.HTML,
-    ".pdf": MediaType.PDF,
-    ".docx": MediaType.DOCX,
-}
-
-
-def media_type_for(path: str) -> MediaType | None:
-    """The media type a path's extension claims, or None when unsupported."""
-    return MEDIA_TYPES_BY_EXTENSION.get(PurePosixPath(path).suffix.lower())
 
 
 def document_id(collection_id: str, source_id: str, path: str) -> str:

@@ -340,7 +340,9 @@ class JetStream:
         ack = await self.publish(
             dead_letter_subject(spec.stream, spec.durable),
             envelope.SerializeToString(),
-            msg_id=f"dead:{spec.stream}:{sequence}",
+            # Per consumer: two consumers of one stream may each give up on the
+            # same message, and each dead letter must be kept.
+            msg_id=f"dead:{spec.stream}:{spec.durable}:{sequence}",
         )
         if not ack.duplicate:
             DEAD_LETTERS.labels(spec.stream, spec.durable).inc()

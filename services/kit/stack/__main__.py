@@ -33,6 +33,13 @@ def _parse(argv: list[str]) -> StackOptions:
     parser.add_argument(
         "--ephemeral-ports", action="store_true", help="let the OS choose every port"
     )
+    parser.add_argument(
+        "--source-root",
+        type=Path,
+        action="append",
+        default=[Path(p) for p in (_env("SOURCE_ROOTS") or "").split(":") if p] or None,
+        help="a directory that directory sources may name (repeatable; default <data-dir>/sources)",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     if args.ephemeral_ports:
@@ -43,6 +50,8 @@ def _parse(argv: list[str]) -> StackOptions:
         )
     options.postgres_dsn = args.postgres_dsn
     options.nats_url = args.nats_url
+    if args.source_root:
+        options.source_roots = tuple(root.resolve() for root in args.source_root)
     return options
 
 
@@ -58,6 +67,8 @@ def _banner(stack: Stack) -> str:
         f"  postgres      {stack.postgres_dsn}",
         f"  nats          {stack.nats_url}",
         f"  logs          {stack.options.data_dir / 'logs'}",
+        f"  sources       {', '.join(str(root) for root in stack.options.roots())}"
+        "  (directory sources must lie here)",
         "",
         f"  dev admin token: {stack.tokens.clear['admin']}",
         f"  dev user token:  {stack.tokens.clear['user']}",

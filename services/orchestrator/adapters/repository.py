@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from kit.db import keyset
-from kit.errors import AlreadyExists, InvalidArgument, NotFound
+from kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from kit.outbox import enqueue_event
 from orchestrator.adapters.records import (
     CollectionRecord,
@@ -45,6 +45,7 @@ from orchestrator.domain.operations import (
     OperationStatus,
     OperationType,
 )
+from orchestrator.domain.step_events import CollectionFigures, figures_to_record
 from vectorops.events.v1 import envelope_pb2
 
 OutboxRows = Sequence[tuple[str, envelope_pb2.Envelope]]
@@ -151,30 +152,44 @@ class OrchestratorRepository:
         new_source: SourceSpec | None = None,
         source_id: str | None = None,
         created_by: str = "",
-    ) -> tuple[CollectionRecord, OperationRecord, bool]:
+        preempt: Transition | None = None,
+        preempt_outbox: Callable[[OperationRecord, list[DomainEvent]], OutboxRows] = (
+            lambda record, events: ()
+        ),
+    ) -> tuple[CollectionRecord | None, OperationRecord, bool]:
         """Start an operation on an existing collection, one at a time.
 
         ``config`` None means the collection's own (every type but REINDEX).
         ``new_source`` (APPEND) is added in the same transaction; ``source_id``
         names the source an APPEND/REMOVE_SOURCE concerns. ``owner_id`` None is
-        an admin acting on any owner's collection.
+        an admin acting on any owner's collection. ``preempt`` (a forced
+        DeleteCollection: the domain's cancel) first ends the active operation,
+        in the same transaction, with the outbox rows ``preempt_outbox`` makes
+        of that operation (as it was) and the transition's events. The
+        collection is None only for a retry whose collection is gone since.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             key_owner = owner_id if owner_id is not None else ""
             first = await self._claim_key(conn, key_owner, request_id, request_hash, now)
             if first is not None:
-                collection = await self._collection(conn, first["collection_id"], owner_id)
+                # The first request may have been a DELETE that has completed since.
                 op = await self._operation(conn, first["operation_id"], owner_id)
+                try:
+                    collection = await self._collection(conn, first["collection_id"], owner_id)
+                except NotFound:
+                    collection = None
                 return collection, op, False
             # The row lock makes "one active operation" hold under concurrency:
             # a second caller waits here and then sees the first one's operation.
             row = await self._lock_collection(conn, collection_id, owner_id)
+            if preempt is not None and row["active_operation_id"] and row["status"] != "DELETING":
+                row = await self._preempt(conn, row, preempt, preempt_outbox)
             active = row["active_operation_id"]
             can_start(
                 CollectionStatus(row["status"]), str(active) if active else None, collection_id
             )
             if new_source is not None:
-                source_id = await self._insert_source(conn, collection_id, new_source, now)
+                source_id = await self._add_or_rescan_source(conn, collection_id, new_source, now)
             elif source_id is not None:
                 await self._require_source(conn, collection_id, source_id)
             before = CollectionStatus(row["status"])
@@ -208,6 +223,63 @@ class OrchestratorRepository:
             await self._settle_key(conn, key_owner, request_id, operation.id, collection_id)
             return collection, record, True
 
+    async def update_collection(
+        self,
+        collection_id: str,
+        owner_id: str | None,
+        changes: Mapping[str, str],
+        request_id: str,
+        request_hash: str,
+        now: datetime,
+    ) -> tuple[CollectionRecord, bool]:
+        """Change a collection's ``name`` and/or ``description`` (the keys of
+        ``changes``) at once; no operation. Returns ``updated=False`` for a retry
+        of an earlier request, with the collection as it is now."""
+        unknown = set(changes) - {"name", "description"}
+        if unknown:
+            raise ValueError(f"not updatable here: {sorted(unknown)}")
+        key_owner = owner_id if owner_id is not None else ""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                first = await self._claim_key(conn, key_owner, request_id, request_hash, now)
+                if first is not None:
+                    return await self._collection(conn, first["collection_id"], owner_id), False
+                row = await self._lock_collection(conn, collection_id, owner_id)
+                if row["status"] == CollectionStatus.DELETING.value:
+                    raise FailedPrecondition(
+                        f"collection {collection_id} is being deleted",
+                        reason="COLLECTION_DELETING",
+                        metadata={"collection_id": collection_id},
+                    )
+                name = changes.get("name", row["name"])
+                if name != row["name"]:
+                    await self._require_free_name(conn, row["owner_id"], name)
+                await conn.execute(
+                    f"""UPDATE {self._s}.collections SET name = $2, description = $3,
+                            updated_at = $4 WHERE id = $1""",
+                    row["id"],
+                    name,
+                    changes.get("description", row["description"]),
+                    now,
+                )
+                if request_id:
+                    await conn.execute(
+                        f"""UPDATE {self._s}.idempotency_keys SET collection_id = $3
+                            WHERE owner_id = $1 AND request_id = $2""",
+                        key_owner,
+                        request_id,
+                        row["id"],
+                    )
+                return await self._collection(conn, row["id"], owner_id), True
+        except asyncpg.UniqueViolationError:
+            # A concurrent create or rename took the name between the check and
+            # the update; the transaction is rolled back.
+            raise AlreadyExists(
+                f"a collection named {changes.get('name')!r} already exists",
+                reason="COLLECTION_NAME_TAKEN",
+                metadata={"name": str(changes.get("name", "")), "collection_id": ""},
+            ) from None
+
     # --- changing state ----------------------------------------------------------
 
     async def apply(
@@ -215,11 +287,14 @@ class OrchestratorRepository:
         operation_id: str,
         transition: Transition,
         outbox_for: Callable[[list[DomainEvent]], OutboxRows],
+        *,
+        resources: ResourceFigures | None = None,
     ) -> tuple[OperationRecord, list[DomainEvent]]:
         """Run ``transition`` on the stored operation and persist what it returns,
         the collection's resulting status and the events' outbox rows, atomically.
 
-        A transition that changes nothing writes nothing (redelivered events).
+        A transition that changes nothing writes nothing (redelivered events),
+        not even ``resources`` (the worker's figures that came with it).
         Only the collection's active operation moves its status: a late event
         for an older operation cannot overwrite a newer one's state.
         """
@@ -241,22 +316,30 @@ class OrchestratorRepository:
             if new == current.operation and not events:
                 return current, []
             await self._update_operation(conn, new)
+            if resources is not None:
+                await self._write_resources(conn, new.id, resources)
             if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
-                await self._settle_collection(conn, new, events)
+                await self._settle_collection(conn, new, events, current.source_id)
             await self._write_outbox(conn, outbox_for(events))
             await self._notify(conn, new.id)
             return await self._operation(conn, new.id, None), events
 
     async def record_resources(self, operation_id: str, figures: ResourceFigures) -> None:
-        """Store the work's measured resources (the latest report wins)."""
+        """Store the work's measured resources (the latest report wins), also
+        for a finished operation: its final figures come after its end."""
         async with self._pool.acquire() as conn:
-            done = await conn.execute(
-                f"""UPDATE {self._s}.operations SET wall_seconds = $2, cpu_seconds = $3,
-                        peak_memory_bytes = $4, documents = $5, vectors = $6, bytes = $7
-                    WHERE id = $1""",
-                keyset.uuid_or_not_found(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
-                *asdict(figures).values(),
-            )
+            await self._write_resources(conn, operation_id, figures)
+
+    async def _write_resources(
+        self, conn: asyncpg.Connection, operation_id: str, figures: ResourceFigures
+    ) -> None:
+        done = await conn.execute(
+            f"""UPDATE {self._s}.operations SET wall_seconds = $2, cpu_seconds = $3,
+                    peak_memory_bytes = $4, documents = $5, vectors = $6, bytes = $7
+                WHERE id = $1""",
+            keyset.uuid_or_not_found(operation_id, "OPERATION_NOT_FOUND", "operation_id"),
+            *asdict(figures).values(),
+        )
         if done.endswith(" 0"):
             raise _operation_not_found(operation_id)
 
@@ -268,25 +351,35 @@ class OrchestratorRepository:
             return await self._collection(conn, collection_id, owner_id)
 
     async def list_collections(
-        self, owner_id: str | None, page_size: int, page_token: str = ""
+        self,
+        owner_id: str | None,
+        page_size: int,
+        page_token: str = "",
+        *,
+        statuses: Collection[CollectionStatus] = (),
+        name_prefix: str = "",
     ) -> tuple[list[CollectionRecord], str]:
-        """One page, oldest first, and the next page's token ("" at the end).
+        """One page, newest first, and the next page's token ("" at the end).
+        Empty ``statuses`` means all. A token only works with the filters it
+        was issued for.
 
         Keyset pagination on (created_at, id): a row created or deleted between
         pages neither shifts nor repeats the others, as an offset would.
         """
         size = keyset.page_size(page_size)
-        filters = {"owner": owner_id}
+        wanted = sorted(str(status) for status in statuses)
+        filters = {"owner": owner_id, "statuses": wanted, "prefix": name_prefix}
         after = _BY_CREATION.after(page_token, filters)
-        args: list[Any] = [owner_id, size + 1]
-        where = "($1::text IS NULL OR owner_id = $1)"
+        args: list[Any] = [owner_id, size + 1, wanted or None, name_prefix]
+        where = """($1::text IS NULL OR owner_id = $1) AND ($3::text[] IS NULL OR status = ANY($3))
+                   AND left(name, char_length($4)) = $4"""
         if after is not None:
-            where += " AND (created_at, id) > ($3, $4)"
+            where += " AND (created_at, id) < ($5, $6)"
             args += list(after)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 f"""SELECT * FROM {self._s}.collections WHERE {where}
-                    ORDER BY created_at, id LIMIT $2""",
+                    ORDER BY created_at DESC, id DESC LIMIT $2""",
                 *args,
             )
             page = [await self._with_sources(conn, row) for row in rows[:size]]
@@ -304,17 +397,23 @@ class OrchestratorRepository:
         page_token: str = "",
         *,
         collection_id: str | None = None,
-        type: OperationType | None = None,
-        status: OperationStatus | None = None,
+        types: Collection[OperationType] = (),
+        statuses: Collection[OperationStatus] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> tuple[list[OperationRecord], str]:
         """One page, newest first, keyset on (created_at, id) like collections.
-        A token only works with the filters it was issued for."""
+        Empty ``types``/``statuses`` mean all; ``created_after`` is inclusive,
+        ``created_before`` exclusive. A token only works with the filters it
+        was issued for."""
         size = keyset.page_size(page_size)
         filters = {
             "owner": owner_id,
             "collection": collection_id,
-            "type": type and str(type),
-            "status": status and str(status),
+            "types": sorted(str(kind) for kind in types),
+            "statuses": sorted(str(status) for status in statuses),
+            "after": created_after and created_after.isoformat(),
+            "before": created_before and created_before.isoformat(),
         }
         after = _BY_CREATION.after(page_token, filters)
         args: list[Any] = [
@@ -322,14 +421,19 @@ class OrchestratorRepository:
             keyset.uuid_or_not_found(collection_id, "COLLECTION_NOT_FOUND", "collection_id")
             if collection_id
             else None,
-            filters["type"],
-            filters["status"],
+            filters["types"] or None,
+            filters["statuses"] or None,
             size + 1,
+            created_after,
+            created_before,
         ]
         where = """($1::text IS NULL OR owner_id = $1) AND ($2::uuid IS NULL OR collection_id = $2)
-                   AND ($3::text IS NULL OR type = $3) AND ($4::text IS NULL OR status = $4)"""
+                   AND ($3::text[] IS NULL OR type = ANY($3))
+                   AND ($4::text[] IS NULL OR status = ANY($4))
+                   AND ($6::timestamptz IS NULL OR created_at >= $6)
+                   AND ($7::timestamptz IS NULL OR created_at < $7)"""
         if after is not None:
-            where += " AND (created_at, id) < ($6, $7)"
+            where += " AND (created_at, id) < ($8, $9)"
             args += list(after)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
@@ -429,6 +533,44 @@ class OrchestratorRepository:
         # Delivered at commit, so a watcher re-reading on the notice sees the change.
         await conn.execute("SELECT pg_notify($1, $2)", self.change_channel, operation_id)
 
+    async def _preempt(
+        self,
+        conn: asyncpg.Connection,
+        collection: asyncpg.Record,
+        transition: Transition,
+        outbox_for: Callable[[OperationRecord, list[DomainEvent]], OutboxRows],
+    ) -> asyncpg.Record:
+        """Run ``transition`` on the locked collection's active operation inside
+        the caller's transaction; returns the collection row as that left it."""
+        row = await conn.fetchrow(
+            f"SELECT * FROM {self._s}.operations WHERE id = $1 FOR UPDATE",
+            collection["active_operation_id"],
+        )
+        record = operation_from(row)
+        current = record.operation
+        new, events = transition(current)
+        if new != current or events:
+            await self._update_operation(conn, new)
+            await self._settle_collection(conn, new, events, record.source_id)
+            await self._write_outbox(conn, outbox_for(record, events))
+            await self._notify(conn, new.id)
+        return await conn.fetchrow(
+            f"SELECT * FROM {self._s}.collections WHERE id = $1", collection["id"]
+        )
+
+    async def _require_free_name(self, conn: asyncpg.Connection, owner_id: str, name: str) -> None:
+        taken = await conn.fetchval(
+            f"SELECT id FROM {self._s}.collections WHERE owner_id = $1 AND name = $2",
+            owner_id,
+            name,
+        )
+        if taken is not None:
+            raise AlreadyExists(
+                f"a collection named {name!r} already exists",
+                reason="COLLECTION_NAME_TAKEN",
+                metadata={"name": name, "collection_id": str(taken)},
+            )
+
     async def _write_outbox(self, conn: asyncpg.Connection, rows: OutboxRows) -> None:
         for subject, envelope in rows:
             await enqueue_event(conn, self._s, subject, envelope)
@@ -452,19 +594,37 @@ class OrchestratorRepository:
             now,
         )
         if inserted is None:
-            existing = await conn.fetchval(
-                f"""SELECT id FROM {self._s}.sources WHERE collection_id = $1 AND kind = $2
-                    AND path = $3 AND status <> 'REMOVED'""",
-                uuid.UUID(collection_id),
-                source.kind,
-                source.path,
-            )
-            raise AlreadyExists(
-                "that source is already part of the collection",
-                reason="SOURCE_ALREADY_EXISTS",
-                metadata={"source_id": str(existing or "")},
-            )
+            existing = await self._live_source(conn, collection_id, source)
+            raise _source_exists(str(existing["id"]) if existing else "")
         return source_id
+
+    async def _add_or_rescan_source(
+        self, conn: asyncpg.Connection, collection_id: str, source: SourceSpec, now: datetime
+    ) -> str:
+        """The source an APPEND works on: a new one, or the live source with the same
+        directory and globs, which the APPEND then re-scans (new and changed files
+        indexed, removed ones dropped, unchanged ones skipped). The same directory
+        with other globs is another source's territory: SOURCE_ALREADY_EXISTS."""
+        existing = await self._live_source(conn, collection_id, source)
+        if existing is None:
+            return await self._insert_source(conn, collection_id, source, now)
+        same_globs = json.loads(existing["include"]) == list(source.include) and json.loads(
+            existing["exclude"]
+        ) == list(source.exclude)
+        if not same_globs:
+            raise _source_exists(str(existing["id"]))
+        return str(existing["id"])
+
+    async def _live_source(
+        self, conn: asyncpg.Connection, collection_id: str, source: SourceSpec
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            f"""SELECT * FROM {self._s}.sources WHERE collection_id = $1 AND kind = $2
+                AND path = $3 AND status <> 'REMOVED'""",
+            uuid.UUID(collection_id),
+            source.kind,
+            source.path,
+        )
 
     async def _require_source(
         self, conn: asyncpg.Connection, collection_id: str, source_id: str
@@ -538,9 +698,16 @@ class OrchestratorRepository:
         )
 
     async def _settle_collection(
-        self, conn: asyncpg.Connection, op: Operation, events: list[DomainEvent]
+        self,
+        conn: asyncpg.Connection,
+        op: Operation,
+        events: list[DomainEvent],
+        source_id: str | None = None,
     ) -> None:
-        """Give the collection the status its (active) operation implies."""
+        """Give the collection the status its (active) operation implies and, when
+        the operation completed its finalize step, the figures that step reported,
+        so a client that sees COMPLETED reads fresh counts. ``source_id``: the
+        source the operation concerns (a completed REMOVE_SOURCE removes it)."""
         after = status_after(op)
         now = op.updated_at or op.created_at
         if after is GONE:
@@ -549,6 +716,11 @@ class OrchestratorRepository:
                 f"DELETE FROM {self._s}.collections WHERE id = $1", uuid.UUID(op.collection_id)
             )
             return
+        figures = figures_to_record(op, events)
+        if figures is not None:
+            await self._write_figures(conn, op.collection_id, figures)
+        if op.type is OperationType.REMOVE_SOURCE and op.status is OperationStatus.COMPLETED:
+            await self._mark_source_removed(conn, op.collection_id, source_id)
         message = op.error.message if op.error and op.finished else ""
         await conn.execute(
             f"""UPDATE {self._s}.collections SET status = $2, status_message = $3,
@@ -560,6 +732,47 @@ class OrchestratorRepository:
             message,
             op.finished,
             now,
+        )
+
+    async def _write_figures(
+        self, conn: asyncpg.Connection, collection_id: str, figures: CollectionFigures
+    ) -> None:
+        await conn.execute(
+            f"""UPDATE {self._s}.collections
+                SET document_count = $2, vector_count = $3, stored_bytes = $4 WHERE id = $1""",
+            uuid.UUID(collection_id),
+            figures.document_count,
+            figures.vector_count,
+            figures.stored_bytes,
+        )
+        counts = {
+            source_uuid: count
+            for source, count in figures.source_document_counts.items()
+            if (source_uuid := _uuid_or_none(source)) is not None
+        }
+        if counts:
+            # Only this collection's live sources: an id the worker got wrong
+            # cannot touch another collection's rows.
+            await conn.execute(
+                f"""UPDATE {self._s}.sources AS s SET document_count = c.count
+                    FROM unnest($2::uuid[], $3::bigint[]) AS c(id, count)
+                    WHERE s.id = c.id AND s.collection_id = $1 AND s.status <> 'REMOVED'""",
+                uuid.UUID(collection_id),
+                list(counts),
+                list(counts.values()),
+            )
+
+    async def _mark_source_removed(
+        self, conn: asyncpg.Connection, collection_id: str, source_id: str | None
+    ) -> None:
+        """REMOVED frees the path: the unique index covers live sources only."""
+        if source_id is None:
+            return
+        await conn.execute(
+            f"""UPDATE {self._s}.sources SET status = 'REMOVED', document_count = 0
+                WHERE id = $1 AND collection_id = $2""",
+            uuid.UUID(source_id),
+            uuid.UUID(collection_id),
         )
 
     async def _set_active(
@@ -638,6 +851,21 @@ def _collection_not_found(collection_id: str) -> NotFound:
         f"collection {collection_id} not found",
         reason="COLLECTION_NOT_FOUND",
         metadata={"collection_id": collection_id},
+    )
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def _source_exists(source_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        "that directory is already a source of the collection, with other globs",
+        reason="SOURCE_ALREADY_EXISTS",
+        metadata={"source_id": source_id},
     )
 
 

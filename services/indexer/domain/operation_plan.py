@@ -1,0 +1,144 @@
+"""What the indexer's operations are made of, as plain values: the steps of each
+type, when a step starts changing what the collection serves, how an error
+becomes an ``OperationError.type``, the completion percentage and the usage
+delta. No I/O: the runner and the step modules ask here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class OperationType(StrEnum):
+    INDEX = "INDEX"
+    APPEND = "APPEND"
+    REMOVE_SOURCE = "REMOVE_SOURCE"
+    REINDEX = "REINDEX"
+    DELETE = "DELETE"
+
+
+# protos/README.md, table "Operations".
+STEPS: dict[OperationType, tuple[str, ...]] = {
+    OperationType.INDEX: ("create_collection", "ingest", "finalize"),
+    OperationType.APPEND: ("scan", "ingest", "finalize"),
+    OperationType.REMOVE_SOURCE: ("remove_points", "remove_documents", "finalize"),
+    OperationType.REINDEX: (
+        "preflight",
+        "staging",
+        "reprocessing",
+        "validation",
+        "switch",
+        "cleanup",
+    ),
+    OperationType.DELETE: ("remove_alias", "drop_collections", "finalize"),
+}
+
+# The first step whose work may change what is stored (the orchestrator reads
+# the same rule from the step events): a cancel before it changed nothing.
+# APPEND's scan only reads the directory.
+_FIRST_CHANGING_STEP: dict[OperationType, str] = {
+    OperationType.INDEX: "create_collection",
+    OperationType.APPEND: "ingest",
+    OperationType.REMOVE_SOURCE: "remove_points",
+    OperationType.DELETE: "remove_alias",
+}
+
+
+def changes_collection(operation_type: OperationType, step: str) -> bool:
+    """True when running ``step`` (or any later one) may change what is stored."""
+    first = _FIRST_CHANGING_STEP.get(operation_type)
+    steps = STEPS[operation_type]
+    return first is not None and steps.index(step) >= steps.index(first)
+
+
+class ErrorType(StrEnum):
+    """``OperationError.type`` values (protos/README.md, "Error types of failed operations")."""
+
+    HANDLER_ERROR = "HANDLER_ERROR"
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    STUCK = "STUCK"
+    CANCELLED = "CANCELLED"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    INVALID_SOURCE_PATH = "INVALID_SOURCE_PATH"
+    SOURCE_UNREADABLE = "SOURCE_UNREADABLE"
+    UNKNOWN_MODEL = "UNKNOWN_MODEL"
+    EMBEDDER_UNAVAILABLE = "EMBEDDER_UNAVAILABLE"
+    VECTOR_STORE_ERROR = "VECTOR_STORE_ERROR"
+    STALE_GENERATION = "STALE_GENERATION"
+    INTERNAL = "INTERNAL"
+
+
+# ErrorInfo reasons of the domain errors a step may raise → the operation's error type.
+_TYPE_OF_REASON: dict[str, ErrorType] = {
+    "INVALID_SOURCE_PATH": ErrorType.INVALID_SOURCE_PATH,
+    "SOURCE_UNREADABLE": ErrorType.SOURCE_UNREADABLE,
+    "UNKNOWN_MODEL": ErrorType.UNKNOWN_MODEL,
+    "EMBEDDER_UNAVAILABLE": ErrorType.EMBEDDER_UNAVAILABLE,
+    "EMBEDDER_TIMEOUT": ErrorType.EMBEDDER_UNAVAILABLE,
+    "EMBEDDER_OVERLOADED": ErrorType.EMBEDDER_UNAVAILABLE,
+    "QUOTA_EXCEEDED": ErrorType.QUOTA_EXCEEDED,
+    "STALE_GENERATION": ErrorType.STALE_GENERATION,
+    "VECTOR_COLLECTION_NOT_FOUND": ErrorType.VECTOR_STORE_ERROR,
+    "VECTOR_COLLECTION_CONFLICT": ErrorType.VECTOR_STORE_ERROR,
+    "SYSTEM_COLLECTION_PROTECTED": ErrorType.VECTOR_STORE_ERROR,
+}
+
+
+def error_type_for(reason: str | None) -> ErrorType:
+    """The error type of a domain error's reason; any other reason means the step raised."""
+    return _TYPE_OF_REASON.get(reason or "", ErrorType.HANDLER_ERROR)
+
+
+def percent(step_index: int, step_count: int, step_fraction: float) -> float:
+    """Overall completion, 0 to 100: each step weighs the same, and the current
+    one (1-based ``step_index``) counts with ``step_fraction`` of it done."""
+    if step_count <= 0:
+        return 0.0
+    fraction = min(max(step_fraction, 0.0), 1.0)
+    done = (min(max(step_index, 1), step_count) - 1 + fraction) / step_count
+    return round(100.0 * done, 2)
+
+
+@dataclass(frozen=True)
+class CollectionFigures:
+    """What a collection stores: documents, vectors and bytes."""
+
+    documents: int = 0
+    vectors: int = 0
+    bytes: int = 0
+
+    def minus(self, other: CollectionFigures) -> CollectionFigures:
+        return CollectionFigures(
+            self.documents - other.documents, self.vectors - other.vectors, self.bytes - other.bytes
+        )
+
+    @property
+    def is_zero(self) -> bool:
+        return self.documents == 0 and self.vectors == 0 and self.bytes == 0
+
+
+USAGE_REASONS: dict[OperationType, str] = {
+    OperationType.INDEX: "index",
+    OperationType.APPEND: "append",
+    OperationType.REMOVE_SOURCE: "remove_source",
+    OperationType.REINDEX: "reindex_switch",
+    OperationType.DELETE: "delete",
+}
+
+
+@dataclass
+class OperationFigures:
+    """The running counts of an operation, as its progress and resource events
+    report them. ``vectors`` and ``bytes`` are written for INDEX/APPEND and
+    removed or freed for REMOVE_SOURCE/DELETE (``ResourceFigures``' meaning)."""
+
+    documents_total: int = 0
+    documents_done: int = 0
+    documents_failed: int = 0
+    documents_skipped: int = 0
+    documents_duplicate: int = 0
+    vectors_written: int = 0
+    vectors: int = 0
+    bytes: int = 0
+    step_fraction: float = 0.0  # of the current step, 0 to 1
