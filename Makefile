@@ -18,7 +18,7 @@ help:
 	@echo "make run    start Postgres, NATS and the five services (Ctrl-C stops all)"
 	@echo "make test   buf lint + unit and integration tests on a real stack"
 	@echo "make proto  generate the Python gRPC stubs into services/vectorops"
-	@echo "make bench  benchmarks (embedder throughput against in-process sentence-transformers)"
+	@echo "make bench  benchmarks (embedder throughput; end-to-end indexing against the embedder alone)"
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -128,6 +128,19 @@ class Client:
             timeout=30,
         ).operation
 
+    def reindex(self, collection_id: str, cfg, expected_generation: int = 0, thresholds=None):
+        return self.collections.ReindexCollection(
+            collection_service_pb2.ReindexCollectionRequest(
+                collection_id=collection_id,
+                config=cfg,
+                expected_generation=expected_generation,
+                request_id=request_id(),
+                thresholds=thresholds,
+            ),
+            metadata=self.metadata,
+            timeout=30,
+        ).operation
+
     def delete(self, collection_id: str):
         return self.collections.DeleteCollection(
             collection_service_pb2.DeleteCollectionRequest(

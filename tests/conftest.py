@@ -90,6 +90,11 @@ def stack(infra_dir: Path, postgres, nats_server, triton_host) -> Iterator[objec
         "VECTOROPS_EMBEDDER_TRITON_URL": triton_host.url,
         # A killed indexer's command comes back to its restarted self within seconds.
         "VECTOROPS_INDEXER_COMMAND_ACK_WAIT_SECONDS": "5",
+        # A reindex's old collection goes within seconds, not minutes.
+        "VECTOROPS_ORCHESTRATOR_CLEANUP_BASE_DELAY_SECONDS": "1",
+        "VECTOROPS_ORCHESTRATOR_CLEANUP_PER_10K_VECTORS_SECONDS": "1",
+        "VECTOROPS_INDEXER_CLEANUP_INTERVAL_SECONDS": "0.5",
+        "VECTOROPS_INDEXER_CLEANUP_MIN_STAGING_AGE_SECONDS": "0",
     }
     running = Stack(options)
     running.start()

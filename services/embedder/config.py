@@ -11,7 +11,9 @@ class EmbedderSettings(Settings):
     # An external Triton (host:port of its gRPC endpoint); unset → start our own.
     embedder_triton_url: str | None = None
     # The registry models this embedder serves (names or aliases), comma-separated.
-    embedder_models: str = "sentence-transformers/all-MiniLM-L6-v2,vectorops/hash-bow-384"
+    embedder_models: str = (
+        "sentence-transformers/all-MiniLM-L6-v2,vectorops/hash-bow-384,vectorops/hash-bow-256"
+    )
     # Request limits of Embed: beyond them the call is refused, not truncated.
     embedder_max_texts: int = Field(default=512, ge=1)
     embedder_max_request_chars: int = Field(default=4_000_000, ge=1)

@@ -4,6 +4,8 @@ servicer / work-queue worker and Triton.
 Inputs are checked one by one (a bad one fails alone), split into batches the
 model accepts, sent concurrently within the in-flight bound of their priority,
 and a batch the model rejects is bisected so only the inputs that break it fail.
+Inputs that come with their token ids (work-queue chunks) reach the model as ids,
+so it does not tokenize them again.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Priority(IntEnum):
 
 
 class EmbeddingBackend(Protocol):
+    """``token_ids`` is passed only when some input has ids (``TritonClient.embed``)."""
+
     async def embed(
         self, model: str, texts: Sequence[str], *, priority: int, timeout_s: float | None
     ) -> Embeddings: ...
@@ -103,12 +107,18 @@ class Embedder:
         priority: Priority,
         path: str,
         deadline_s: float | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> EmbedOutcome:
         """``deadline_s``: seconds the caller still waits (its gRPC deadline); Triton
-        drops work whose caller has given up instead of computing it for no one."""
+        drops work whose caller has given up instead of computing it for no one.
+        ``token_ids``: per text, the model's token ids of it without special tokens
+        (or an empty sequence), as the indexer's chunker produced them; the vectors
+        are those of the texts, without tokenizing them again."""
         model = self.registry.get(model_name)
         self._check_size(texts)
-        prepared = prepare(texts, model, is_query=is_query, instruction=instruction)
+        prepared = prepare(
+            texts, model, is_query=is_query, instruction=instruction, token_ids=token_ids
+        )
         vectors: dict[int, Embedded] = {}
         failures = list(prepared.failures)
         started = time.perf_counter()
@@ -118,7 +128,12 @@ class Embedder:
 
         async def run(batch: range) -> None:
             batch_texts = [prepared.texts[i] for i in batch]
-            results = await self._embed_isolating_failures(model, batch_texts, priority, timeout_s)
+            batch_ids = (
+                None if prepared.token_ids is None else [prepared.token_ids[i] for i in batch]
+            )
+            results = await self._embed_isolating_failures(
+                model, batch_texts, batch_ids, priority, timeout_s
+            )
             for offset, result in zip(batch, results, strict=True):
                 position = prepared.indexes[offset]
                 if isinstance(result, str):
@@ -187,19 +202,27 @@ class Embedder:
             )
 
     async def _embed_isolating_failures(
-        self, model: ModelSpec, texts: list[str], priority: Priority, timeout_s: float
+        self,
+        model: ModelSpec,
+        texts: list[str],
+        token_ids: list[Sequence[int]] | None,
+        priority: Priority,
+        timeout_s: float,
     ) -> list[Embedded | str]:
         """Vectors for ``texts``; where the model fails, bisect until the failing
         inputs stand alone, and give their error message in their place."""
         try:
-            embeddings = await self._call(model, texts, priority, timeout_s)
+            embeddings = await self._call(model, texts, token_ids, priority, timeout_s)
         except TritonModelError as error:
             if len(texts) == 1:
                 return [str(error)[:500]]
             middle = len(texts) // 2
+            first = second = None
+            if token_ids is not None:
+                first, second = token_ids[:middle], token_ids[middle:]
             halves = await asyncio.gather(
-                self._embed_isolating_failures(model, texts[:middle], priority, timeout_s),
-                self._embed_isolating_failures(model, texts[middle:], priority, timeout_s),
+                self._embed_isolating_failures(model, texts[:middle], first, priority, timeout_s),
+                self._embed_isolating_failures(model, texts[middle:], second, priority, timeout_s),
             )
             return [*halves[0], *halves[1]]
         return [
@@ -208,7 +231,12 @@ class Embedder:
         ]
 
     async def _call(
-        self, model: ModelSpec, texts: list[str], priority: Priority, timeout_s: float
+        self,
+        model: ModelSpec,
+        texts: list[str],
+        token_ids: list[Sequence[int]] | None,
+        priority: Priority,
+        timeout_s: float,
     ) -> Embeddings:
         slots = self._slots[priority]
         if priority is Priority.QUERY:
@@ -224,12 +252,15 @@ class Embedder:
             await slots.acquire()
         metrics.IN_FLIGHT.labels(priority.name.lower()).inc()
         started = time.perf_counter()
+        # Only when there are ids: a text-only backend keeps its narrower signature.
+        with_ids = {} if token_ids is None else {"token_ids": token_ids}
         try:
             embeddings = await self._backend.embed(
                 model.triton_model,
                 texts,
                 priority=int(priority),
                 timeout_s=timeout_s,
+                **with_ids,
             )
         except TritonUnavailable as error:
             raise Unavailable(

@@ -28,6 +28,12 @@ TOKENS = Counter(
     "Tokens the model read (after truncation) for the inputs it embedded.",
     ["model"],
 )
+PRETOKENIZED = Counter(
+    "vectorops_embedder_pretokenized_inputs_total",
+    "Inputs sent to Triton as the caller's token ids (the indexer's chunks), not as "
+    "text to tokenize again, by Triton model.",
+    ["triton_model"],
+)
 TRUNCATED = Counter(
     "vectorops_embedder_truncated_inputs_total",
     "Inputs longer than the model reads, embedded from their beginning only.",

@@ -1,4 +1,5 @@
-"""The embed work queue: batches of chunk texts in, packed vectors out.
+"""The embed work queue: batches of chunks (texts, and the token ids the indexer's
+chunker already has) in, packed vectors out.
 
 Any number of embedders share the durable consumer of ``VO_EMBED`` (a work
 queue), so each batch is handled by one of them. A batch is acked only after
@@ -89,6 +90,7 @@ class EmbedWorker:
     async def _embed(self, batch: embed_pb2.EmbedBatch) -> EmbedOutcome | list[InputFailure]:
         """The outcome, or one failure per chunk when the whole batch cannot be embedded."""
         texts = [item.text for item in batch.items]
+        token_ids = [list(item.token_ids) for item in batch.items]
         try:
             return await self._embedder.embed(
                 batch.model,
@@ -99,6 +101,7 @@ class EmbedWorker:
                 priority=Priority.BULK,
                 path="queue",
                 deadline_s=_seconds_left(batch),
+                token_ids=token_ids if any(token_ids) else None,
             )
         except (NotFound, InvalidArgument) as error:
             # Retrying cannot help: every chunk fails, with the reason, and the batch is done.

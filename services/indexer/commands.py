@@ -15,15 +15,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from indexer.adapters.document_repository import CollectionRecord, SourceRecord
-from indexer.domain.operation_plan import OperationType
+from indexer.collection_config import config_of
+from indexer.domain.reindex_plan import ReindexTarget
 from indexer.operation_runner import OperationRunner
 from indexer.operations.base import OperationOrder
+from indexer.upload_source import manifest_of
+from indexer.validation import thresholds_of
 from kit.bus import subjects
 from kit.bus.jetstream import Delivery, JetStream, Reject
 from kit.bus.topology import COMMANDS, ConsumerSpec
 from kit.events import EnvelopeError, parse_envelope, unpack
 from kit.logs import bind_ids, get_logger
-from vectorops.common.v1 import config_pb2, source_pb2
+from kit.operation_protocol import OperationType
+from vectorops.common.v1 import source_pb2
 from vectorops.events.v1 import commands_pb2, envelope_pb2
 
 log = get_logger(__name__)
@@ -80,27 +84,6 @@ class CommandConsumer:
 
 # --- decoding ----------------------------------------------------------------------------
 
-_QUANTIZATIONS = {
-    config_pb2.QUANTIZATION_UNSPECIFIED: "float32",
-    config_pb2.QUANTIZATION_FLOAT32: "float32",
-    config_pb2.QUANTIZATION_FLOAT16: "float16",
-    config_pb2.QUANTIZATION_INT8: "int8",
-}
-
-
-def config_of(config: config_pb2.CollectionConfig) -> dict[str, Any]:
-    """The indexer's copy of a collection config (the keys the ingest reads)."""
-    copy: dict[str, Any] = {
-        "embedding_model": config.embedding_model,
-        "dimension": config.dimension,
-        "quantization": _QUANTIZATIONS.get(config.quantization, "float32"),
-        "chunk_size": config.chunk_size,
-        "chunk_overlap": config.chunk_overlap,
-    }
-    if config.HasField("instruction"):
-        copy["instruction"] = config.instruction
-    return copy
-
 
 def collection_of(snapshot: commands_pb2.CollectionSnapshot) -> CollectionRecord:
     return CollectionRecord(
@@ -125,7 +108,9 @@ def source_of(source: source_pb2.Source, collection_id: str) -> SourceRecord:
             include=tuple(directory.include_globs),
             exclude=tuple(directory.exclude_globs),
         )
-    return SourceRecord(source_id=source.id, collection_id=collection_id, kind="upload", path="")
+    return SourceRecord(
+        source_id=source.id, collection_id=collection_id, kind="upload", path=source.display_name
+    )
 
 
 def _order(envelope: envelope_pb2.Envelope, **fields: Any) -> OperationOrder:
@@ -155,7 +140,9 @@ def _append(envelope: envelope_pb2.Envelope) -> OperationOrder:
         collection=collection,
         sources=(source_of(command.source, collection.collection_id),),
         max_documents=command.max_documents,
-        uploads=command.source.HasField("upload") or bool(command.upload.documents),
+        upload=manifest_of(command.upload)
+        if command.source.HasField("upload") or command.HasField("upload")
+        else None,
     )
 
 
@@ -177,6 +164,10 @@ def _reindex(envelope: envelope_pb2.Envelope) -> OperationOrder:
         operation_id=command.operation_id,
         type=OperationType.REINDEX,
         collection=collection_of(command.collection),
+        reindex=ReindexTarget(
+            config=config_of(command.target_config),
+            thresholds=thresholds_of(command.thresholds),
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from indexer.domain.validation import Thresholds
 from kit.config import Settings
 
 
@@ -34,3 +35,33 @@ class IndexerSettings(Settings):
     indexer_max_top_k: int = Field(default=100, ge=1)
     # SearchMulti: the most distinct collections one call may name.
     indexer_search_max_collections: int = Field(default=20, ge=1)
+    # Reindex validation: the thresholds a command leaves at zero (the same
+    # figures as the orchestrator's defaults); a probe query is this many words
+    # of a live chunk, sampled from at most this many live points.
+    indexer_validation_point_count_tolerance: float = Field(default=0.0, ge=0)
+    indexer_validation_min_topk_overlap: float = Field(default=0.6, ge=0)
+    indexer_validation_max_score_drift: float = Field(default=0.25, ge=0)
+    indexer_validation_probe_query_count: int = Field(default=20, ge=1)
+    indexer_validation_top_k: int = Field(default=10, ge=1)
+    indexer_validation_probe_words: int = Field(default=16, ge=1)
+    indexer_validation_probe_scan_points: int = Field(default=10_000, ge=1)
+    # Reindex preflight: how long a quota reservation call may take.
+    indexer_resources_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Reindex switch: how long the switch step keeps calling CompleteReindex while
+    # the orchestrator is unreachable or has not yet seen validation pass.
+    indexer_switch_deadline_seconds: float = Field(default=60.0, gt=0)
+    # Cleanup of retired physical collections: how often due jobs are looked at,
+    # and the age below which a staging collection is never deleted (it may
+    # belong to a reindex still running).
+    indexer_cleanup_interval_seconds: float = Field(default=5.0, gt=0)
+    indexer_cleanup_min_staging_age_seconds: float = Field(default=3600.0, ge=0)
+
+    def validation_thresholds(self) -> Thresholds:
+        """The reindex validation defaults."""
+        return Thresholds(
+            point_count_tolerance=self.indexer_validation_point_count_tolerance,
+            min_topk_overlap=self.indexer_validation_min_topk_overlap,
+            max_score_drift=self.indexer_validation_max_score_drift,
+            probe_query_count=self.indexer_validation_probe_query_count,
+            top_k=self.indexer_validation_top_k,
+        )

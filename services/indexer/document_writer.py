@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
-from indexer.adapters.document_repository import (
-    DocumentRecord,
-    DocumentRepository,
-    DocumentStatus,
-)
+from indexer.adapters.document_repository import DocumentRecord, DocumentStatus
 from indexer.adapters.vector_store import VectorPoint, VectorStore
 from indexer.domain.chunking import Chunk
 from indexer.domain.documents import document_id, media_type_for, point_id
@@ -44,6 +41,7 @@ class DocumentInFlight:
     duplicate_of: str | None = None  # a document id
     failure: tuple[str, str] | None = None
     vectors: list[np.ndarray | None] = field(default_factory=list)
+    media_type: str = ""  # as read, or as an upload declared it; "" means the path's
     remaining: int = 0  # chunks still waiting for their result
 
     def __post_init__(self) -> None:
@@ -56,13 +54,22 @@ class DocumentInFlight:
             self.failure = (reason, message)
 
 
+class DocumentRecorder(Protocol):
+    """Where the records go: the live rows (``DocumentRepository``), or a
+    reindex's own for the staging copy (``ReprocessedDocuments``)."""
+
+    async def record_documents(
+        self, batch: Sequence[DocumentRecord], *, processed: tuple[str, str] | None = None
+    ) -> bool: ...
+
+
 class DocumentWriter:
     """The documents of one (collection, source) in one physical collection,
     for one operation. Updates ``figures`` as documents are recorded."""
 
     def __init__(
         self,
-        repository: DocumentRepository,
+        repository: DocumentRecorder,
         store: VectorStore,
         *,
         collection_id: str,
@@ -108,13 +115,19 @@ class DocumentWriter:
         self.figures.documents_failed += len(failed)
         self.figures.documents_done += len(documents)
 
-    async def record_unchanged(self, digests: Mapping[str, str]) -> None:
-        """path -> hash of documents skipped as unchanged: one batch, their points stay."""
+    async def record_unchanged(
+        self, digests: Mapping[str, str], media_types: Mapping[str, str] | None = None
+    ) -> None:
+        """path -> hash of documents skipped as unchanged: one batch, their points
+        stay. ``media_types``: path -> a declared type (uploads)."""
         if not digests:
             return
+        declared = media_types or {}
         await self._repo.record_documents(
             [
-                self._record(path, digest, 0, DocumentStatus.SKIPPED_UNCHANGED)
+                self._record(
+                    path, digest, 0, DocumentStatus.SKIPPED_UNCHANGED, declared.get(path, "")
+                )
                 for path, digest in digests.items()
             ]
         )
@@ -180,7 +193,9 @@ class DocumentWriter:
         if document.duplicate_of is not None:
             status = DocumentStatus.DUPLICATE
         return replace(
-            self._record(document.path, document.digest, document.size, status),
+            self._record(
+                document.path, document.digest, document.size, status, document.media_type
+            ),
             chunk_count=len(document.chunks),
             vector_count=len(document.chunks),
             duplicate_of=document.duplicate_of,
@@ -189,12 +204,20 @@ class DocumentWriter:
     def _failed_record(self, document: DocumentInFlight) -> DocumentRecord:
         reason, message = document.failure or ("", "")
         return replace(
-            self._record(document.path, document.digest, document.size, DocumentStatus.FAILED),
+            self._record(
+                document.path,
+                document.digest,
+                document.size,
+                DocumentStatus.FAILED,
+                document.media_type,
+            ),
             failure_reason=reason,
             failure_message=message[:1000],
         )
 
-    def _record(self, path: str, digest: str, size: int, status: DocumentStatus) -> DocumentRecord:
+    def _record(
+        self, path: str, digest: str, size: int, status: DocumentStatus, media_type: str = ""
+    ) -> DocumentRecord:
         return DocumentRecord(
             document_id=self._doc_id(path),
             collection_id=self._cid,
@@ -202,7 +225,7 @@ class DocumentWriter:
             path=path,
             content_hash=digest,
             status=status,
-            media_type=str(media_type_for(path) or ""),
+            media_type=media_type or str(media_type_for(path) or ""),
             bytes=size,
             last_operation_id=self._operation_id,
         )

@@ -172,11 +172,16 @@ class OperationEmbedder:
         self._calls.clear()
 
     async def __call__(
-        self, model: str, texts: list[str], *, instruction: str | None = None
+        self,
+        model: str,
+        texts: list[str],
+        *,
+        instruction: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[np.ndarray | str]:
         if not texts:
             return []
-        batch = self._batch(model, texts, instruction)
+        batch = self._batch(model, texts, instruction, token_ids)
         call = _Call()
         ids: list[str] = []
         unreachable_since: float | None = None  # when this call's failures began
@@ -228,17 +233,27 @@ class OperationEmbedder:
             for batch_id in ids:
                 self._calls.pop(batch_id, None)
 
-    def _batch(self, model: str, texts: list[str], instruction: str | None) -> embed_pb2.EmbedBatch:
+    def _batch(
+        self,
+        model: str,
+        texts: list[str],
+        instruction: str | None,
+        token_ids: Sequence[Sequence[int]] | None,
+    ) -> embed_pb2.EmbedBatch:
         first = self._chunks
         self._chunks += len(texts)
+        ids = token_ids if token_ids is not None else [()] * len(texts)
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} token id rows for {len(texts)} texts")
         batch = embed_pb2.EmbedBatch(
             operation_id=self._operation_id,
             collection_id=self._collection_id,
             model=model,
             input_kind=config_pb2.INPUT_KIND_DOCUMENT,
             reply_subject=subjects.embed_results_subject(self._operation_id),
+            # The ids travel with the text: the embedder need not tokenize it again.
             items=[
-                embed_pb2.EmbedItem(chunk_id=str(first + i), text=text)
+                embed_pb2.EmbedItem(chunk_id=str(first + i), text=text, token_ids=ids[i])
                 for i, text in enumerate(texts)
             ],
         )

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from indexer.domain.chunking import Section
 from indexer.domain.documents import MediaType, media_type_for
+from kit.media_types import parse_media_type
 
 
 class ExtractionFailure(StrEnum):
@@ -57,9 +58,10 @@ _PDF_MAGIC = b"%PDF-"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def extract(data: bytes, path: str) -> ExtractedDocument:
-    """Extract the text of the document ``path`` (its name decides the claimed type)."""
-    media_type = detect_media_type(data, path)
+def extract(data: bytes, path: str, declared: str = "") -> ExtractedDocument:
+    """Extract the text of the document ``path``: its name decides the claimed
+    type, unless ``declared`` names one (an upload's media type)."""
+    media_type = detect_media_type(data, path, declared)
     if not data or data.isspace():  # no copy of a large file
         raise ExtractionError(ExtractionFailure.EMPTY_DOCUMENT, "the document is empty")
     document = _EXTRACTORS[media_type](data)
@@ -68,8 +70,8 @@ def extract(data: bytes, path: str) -> ExtractedDocument:
     return document
 
 
-def detect_media_type(data: bytes, path: str) -> MediaType:
-    claimed = media_type_for(path)
+def detect_media_type(data: bytes, path: str, declared: str = "") -> MediaType:
+    claimed = parse_media_type(declared) if declared else media_type_for(path)
     is_pdf = data[:1024].lstrip()[:5] == _PDF_MAGIC
     if is_pdf:
         return MediaType.PDF

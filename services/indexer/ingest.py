@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from indexer.pipeline import (
     PipelineLimits,
     SourceDocument,
 )
+from indexer.upload_source import ObjectReader, UploadManifest, staged_windows
 from kit.embedding_models import ModelRegistry, Quantization
 from kit.errors import FieldViolation, InvalidArgument
 from kit.source_paths import resolve_source
@@ -114,24 +116,8 @@ class Ingestor:
         settings = self._settings(collection)
         root = resolve_source(source.path, allowed_roots)
         is_cancelled = _cancel_check(cancelled)
-        await self._store.create_collection(
-            collection.physical_collection,
-            settings.dimension,
-            Distance.COSINE,
-            settings.quantization,
-        )
-        figures = IngestProgress()
-        writer = DocumentWriter(
-            self._repository,
-            self._store,
-            collection_id=collection.collection_id,
-            source_id=source.source_id,
-            physical_collection=collection.physical_collection,
-            operation_id=operation_id,
-            figures=figures,
-        )
-        reporter = ProgressReporter(figures, progress, self._progress_interval)
-        run = _Run(collection, source, writer, figures)
+        run, reporter = await self._begin(collection, source, settings, operation_id, progress)
+        writer, figures = run.writer, run.figures
 
         scan = await asyncio.to_thread(_scan, root, source.include, source.exclude)
         previous = await self._repository.previous_hashes(run.cid, run.sid)
@@ -153,6 +139,95 @@ class Ingestor:
         if not completed:
             raise IngestCancelled(run.result())
         return run.result()
+
+    async def ingest_upload(
+        self,
+        collection: CollectionRecord,
+        source: SourceRecord,
+        manifest: UploadManifest,
+        objects: ObjectReader,
+        operation_id: str,
+        progress: ProgressCallback | None = None,
+        *,
+        cancelled: CancelCheck | None = None,
+        embed: EmbedFunction | None = None,
+    ) -> IngestResult:
+        """Index the documents of one upload: exactly the manifest's, each added or
+        replacing the source's document of its path. The source's other documents
+        stay: an upload appends, it does not sync. Unchanged documents are skipped
+        by their hash without reading their objects; the others are staged from
+        the bucket a window at a time and go through the same pipeline as a
+        directory's files, with the same ids and per-document failures."""
+        embed = embed or self._embed
+        if embed is None:
+            raise ValueError("no embed function: pass one to Ingestor or ingest_upload")
+        settings = self._settings(collection)
+        is_cancelled = _cancel_check(cancelled)
+        run, reporter = await self._begin(collection, source, settings, operation_id, progress)
+        digests = manifest.digests()
+        indexed = await self._repository.previous_hashes(run.cid, run.sid)
+        previous = {path: digest for path, digest in indexed.items() if path in digests}
+        # Duplicates are counted against every document that keeps its content,
+        # this source's others included; not against those this upload replaces.
+        replaced = {run.doc_id(path) for path in digests}
+        every = await self._repository.collection_hashes(run.cid)
+        others = {digest: doc for digest, doc in every.items() if doc not in replaced}
+        plan = plan_documents(previous, digests, others)  # nothing "removed": all in digests
+        run.figures.documents_total = len(digests)
+        if is_cancelled():
+            raise IngestCancelled(run.result())
+        media_types = {d.path: d.media_type for d in manifest.documents}
+        unchanged = {path: digests[path] for path in plan.unchanged}
+        await run.writer.record_unchanged(unchanged, media_types)
+        await reporter.changed()
+
+        pipeline = IngestPipeline(embed, run.writer, settings, reporter, self._limits, is_cancelled)
+        scan = _Scan(
+            Path(),
+            digests=digests,
+            sizes={d.path: d.size_bytes for d in manifest.documents},
+            media_types=media_types,
+        )
+        with tempfile.TemporaryDirectory(prefix="vo-upload-") as folder:
+            staging = staged_windows(manifest, plan.to_index, objects, Path(folder))
+            async for window in staging:
+                if window.failures:
+                    await run.writer.write([run.failed(failure) for failure in window.failures])
+                scan.links = {path: str(file) for path, file in window.files.items()}
+                if not await pipeline.run(run.documents(plan, scan, list(window.files))):
+                    await staging.aclose()
+                    await reporter.final()
+                    raise IngestCancelled(run.result())
+        await reporter.final()
+        return run.result()
+
+    async def _begin(
+        self,
+        collection: CollectionRecord,
+        source: SourceRecord,
+        settings: IngestSettings,
+        operation_id: str,
+        progress: ProgressCallback | None,
+    ) -> tuple[_Run, ProgressReporter]:
+        """The physical collection (created if missing) and the run's writer."""
+        await self._store.create_collection(
+            collection.physical_collection,
+            settings.dimension,
+            Distance.COSINE,
+            settings.quantization,
+        )
+        figures = IngestProgress()
+        writer = DocumentWriter(
+            self._repository,
+            self._store,
+            collection_id=collection.collection_id,
+            source_id=source.source_id,
+            physical_collection=collection.physical_collection,
+            operation_id=operation_id,
+            figures=figures,
+        )
+        reporter = ProgressReporter(figures, progress, self._progress_interval)
+        return _Run(collection, source, writer, figures), reporter
 
     async def _remove(
         self, collection: CollectionRecord, source: SourceRecord, plan: DocumentPlan
@@ -204,6 +279,7 @@ class _Scan:
     sizes: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)  # path -> the file a link resolves to
     failures: list[DocumentFailure] = field(default_factory=list)
+    media_types: dict[str, str] = field(default_factory=dict)  # path -> declared (uploads)
 
     def absolute_path(self, path: str) -> Path:
         link = self.links.get(path)
@@ -243,8 +319,8 @@ class _Run:
         figures: IngestProgress,
     ) -> None:
         self.cid, self.sid = collection.collection_id, source.source_id
-        self._writer = writer
-        self._figures = figures
+        self.writer = writer
+        self.figures = figures
         self.removed = 0
 
     def doc_id(self, path: str) -> str:
@@ -259,10 +335,13 @@ class _Run:
             failure=(failure.reason, failure.message),
         )
 
-    def documents(self, plan: DocumentPlan, scan: _Scan) -> Iterator[SourceDocument]:
-        """The documents to index, made as the pipeline takes them."""
+    def documents(
+        self, plan: DocumentPlan, scan: _Scan, paths: Sequence[str] | None = None
+    ) -> Iterator[SourceDocument]:
+        """The documents to index (``paths`` of them, default all), made as the
+        pipeline takes them."""
         duplicates = {d.path: d.duplicate_of for d in plan.duplicates}
-        for path in plan.to_index:
+        for path in plan.to_index if paths is None else paths:
             duplicate_of = duplicates.get(path)
             if duplicate_of is not None and duplicate_of in scan.digests:
                 # plan_documents names an original of this source by its path, one of
@@ -274,14 +353,15 @@ class _Run:
                 document_id=self.doc_id(path),
                 size=scan.sizes[path],
                 duplicate_of=duplicate_of,
+                media_type=scan.media_types.get(path, ""),
             )
 
     def result(self) -> IngestResult:
         return IngestResult(
-            **asdict(self._figures),
-            documents_indexed=self._writer.indexed,
+            **asdict(self.figures),
+            documents_indexed=self.writer.indexed,
             documents_removed=self.removed,
-            failures=tuple(self._writer.failures),
+            failures=tuple(self.writer.failures),
         )
 
 

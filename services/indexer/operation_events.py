@@ -17,7 +17,6 @@ from indexer.domain.operation_plan import (
     USAGE_REASONS,
     CollectionFigures,
     OperationFigures,
-    OperationType,
     percent,
 )
 from indexer.operations.base import OperationOrder
@@ -25,6 +24,7 @@ from indexer.resource_meter import ResourceUse
 from kit.bus import subjects
 from kit.bus.jetstream import JetStream
 from kit.events import new_envelope
+from kit.operation_protocol import OperationType
 from vectorops.common.v1 import operation_pb2
 from vectorops.events.v1 import operation_events_pb2, usage_pb2
 

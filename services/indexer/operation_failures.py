@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 import nats.errors
 
-from indexer.domain.operation_plan import ErrorType, error_type_for
+from indexer.domain.operation_plan import error_type_for
 from kit.errors import DomainError
+from kit.operation_protocol import ErrorType
 from kit.sanitise import sanitise
 
 _TRANSIENT: tuple[type[BaseException], ...] = (

@@ -12,7 +12,10 @@ in the orchestrator, after which progress is ignored). Then
 A step that fails for good ends the operation with ``OperationFailed``; a
 transient error raises ``Retry`` so the command comes back later. A cancel is
 obeyed between steps and, inside ``ingest``, between batches: the run answers
-``OperationCancelled`` and announces no step after it noticed.
+``OperationCancelled`` and announces no step after it noticed. A step may also
+end the operation after it is announced (``verdict``: a REINDEX validation that
+did not pass), and an ending operation winds up what it leaves of no use
+(``wind_up``: a REINDEX's staging collection before its switch).
 """
 
 from __future__ import annotations
@@ -34,14 +37,9 @@ from indexer.adapters.operation_journal import (
     RecordedStep,
 )
 from indexer.cancellations import Cancellations
-from indexer.domain.operation_plan import (
-    CollectionFigures,
-    ErrorType,
-    OperationFigures,
-    OperationType,
-    changes_collection,
-)
+from indexer.domain.operation_plan import CollectionFigures, OperationFigures
 from indexer.ingest import IngestCancelled
+from indexer.metrics import CHECKPOINTS
 from indexer.operation_events import (
     OPERATION_TYPES,
     OperationEvents,
@@ -49,7 +47,7 @@ from indexer.operation_events import (
     resources_message,
 )
 from indexer.operation_failures import failure_of, is_transient
-from indexer.operations import runs, steps_for
+from indexer.operations import runs, steps_for, verdict, wind_up
 from indexer.operations.base import (
     OperationOrder,
     OperationServices,
@@ -60,6 +58,7 @@ from indexer.operations.base import (
 from indexer.resource_meter import ResourceMeter
 from kit.bus.jetstream import Retry
 from kit.logs import get_logger
+from kit.operation_protocol import ErrorType, OperationType, changes_collection
 from kit.sanitise import sanitise
 from vectorops.common.v1 import operation_pb2
 from vectorops.events.v1 import operation_events_pb2 as events_pb2
@@ -73,6 +72,12 @@ _RESULT_FIELDS = {
     events_pb2.IngestResult.DESCRIPTOR.full_name: "ingest",
     events_pb2.RemoveSourceResult.DESCRIPTOR.full_name: "remove_source",
     events_pb2.DeleteResult.DESCRIPTOR.full_name: "delete",
+    events_pb2.ReindexPreflightResult.DESCRIPTOR.full_name: "reindex_preflight",
+    events_pb2.ReindexStagingResult.DESCRIPTOR.full_name: "reindex_staging",
+    events_pb2.ReindexReprocessingResult.DESCRIPTOR.full_name: "reindex_reprocessing",
+    events_pb2.ReindexValidationResult.DESCRIPTOR.full_name: "reindex_validation",
+    events_pb2.ReindexSwitchResult.DESCRIPTOR.full_name: "reindex_switch",
+    events_pb2.ReindexCleanupResult.DESCRIPTOR.full_name: "reindex_cleanup",
 }
 
 
@@ -108,6 +113,7 @@ class OperationRunner:
         try:
             if await self._cancellations.is_cancelled(operation_id):
                 log.info("operation.dropped_cancelled", operation_id=operation_id)
+                await wind_up(self.services, order, None, Outcome.CANCELLED)
                 return
             if await self.journal.outcome(operation_id) is not None:
                 log.info("operation.already_ended", operation_id=operation_id)
@@ -231,6 +237,11 @@ class _Execution:
             await self._events.step_completed(
                 order, events_pb2.StepCompleted.FromString(done.step_completed)
             )
+            # Announced first, so what the step measured is kept even when it
+            # ends the operation (a REINDEX validation that did not pass).
+            failure = verdict(order.type, name, done.checkpoint)
+            if failure is not None:
+                return await self._failed(failure)
         await self._completed()
 
     def _context(self) -> StepContext:
@@ -287,6 +298,7 @@ class _Execution:
         )
         if output.result is not None:
             _set_result(payload, output.result)
+        CHECKPOINTS.labels(type=str(order.type), step=name).inc()
         return await self._runner.journal.record_step(
             order.operation_id, name, index, output.checkpoint, payload.SerializeToString()
         )
@@ -312,6 +324,9 @@ class _Execution:
             shown.vectors, shown.bytes = removed.vectors_removed, removed.bytes_freed
         elif kind == "delete":
             shown.vectors, shown.bytes = self._before.vectors, self._before.bytes
+        elif kind == "reindex_reprocessing":
+            staged = payload.reindex_reprocessing
+            shown.vectors, shown.bytes = staged.vectors_written, staged.bytes_written
 
     # --- outcomes ---------------------------------------------------------------------
 
@@ -332,6 +347,7 @@ class _Execution:
             stored_bytes=after.bytes,
         )
         await self._events.completed(order, payload)
+        await wind_up(self._runner.services, order, self._step, Outcome.COMPLETED)
         delta = after.minus(self._before)
         if not delta.is_zero:
             await self._events.usage(order, delta)
@@ -350,6 +366,8 @@ class _Execution:
             error=failure.message,
             exc_info=failure.type is ErrorType.HANDLER_ERROR,
         )
+        # Before the event, which says whether the staging collection is gone.
+        staging_deleted = await wind_up(self._runner.services, order, self._step, Outcome.FAILED)
         payload = events_pb2.OperationFailed(
             operation_id=order.operation_id,
             collection_id=order.collection_id,
@@ -363,6 +381,7 @@ class _Execution:
             progress=self._progress(),
             resources=self._resources(),
             collection_changed=self._changed,
+            staging_deleted=staging_deleted,
         )
         await self._events.failed(order, payload)
         await self._runner.journal.finish_run(order.operation_id, Outcome.FAILED)
@@ -370,6 +389,7 @@ class _Execution:
     async def _cancelled(self) -> None:
         self._ended = True
         order = self._order
+        await wind_up(self._runner.services, order, self._step, Outcome.CANCELLED)
         payload = events_pb2.OperationCancelled(
             operation_id=order.operation_id,
             collection_id=order.collection_id,

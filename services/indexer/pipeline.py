@@ -51,10 +51,18 @@ _WRITE_GROUP_POINTS = 512  # the most points the writer takes at once
 class EmbedFunction(Protocol):
     """Vectors for ``texts`` in order; a string in a position is that text's failure
     reason. Production: the embed work queue (``indexer.embed_queue``); tests: the
-    Embedder directly. Called concurrently, up to ``in_flight`` calls at once."""
+    Embedder directly. Called concurrently, up to ``in_flight`` calls at once.
+    ``token_ids`` (per text, the model's ids of it without special tokens, or empty)
+    is passed only when the chunks have ids, so the embedder need not tokenize the
+    texts again; a text-only function need not take it."""
 
     async def __call__(
-        self, model: str, texts: list[str], *, instruction: str | None = None
+        self,
+        model: str,
+        texts: list[str],
+        *,
+        instruction: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[np.ndarray | str]: ...
 
 
@@ -80,6 +88,7 @@ class SourceDocument:
     document_id: str
     size: int
     duplicate_of: str | None = None  # the document id of an earlier one with this content
+    media_type: str = ""  # declared (uploads); "" means the path's extension says
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ def _prepare(source: SourceDocument, settings: IngestSettings) -> DocumentInFlig
     # Hashed again as read now: the record must describe the content indexed.
     digest = content_hash(data)
     try:
-        document = extract(data, source.path)
+        document = extract(data, source.path, source.media_type)
     except ExtractionError as error:
         return _failed(source, digest, len(data), str(error.reason), error.message)
     chunks = chunk(
@@ -127,6 +136,7 @@ def _prepare(source: SourceDocument, settings: IngestSettings) -> DocumentInFlig
         size=len(data),
         chunks=chunks,
         duplicate_of=source.duplicate_of,
+        media_type=str(document.media_type),
     )
 
 
@@ -139,6 +149,7 @@ def _failed(
         digest=digest,
         size=size,
         failure=(str(reason), message),
+        media_type=source.media_type,
     )
 
 
@@ -253,9 +264,16 @@ class IngestPipeline:
         slots: asyncio.Semaphore,
     ) -> None:
         try:
-            texts = [document.chunks[position].text for document, position in batch]
+            chunks = [document.chunks[position] for document, position in batch]
+            texts = [piece.text for piece in chunks]
             settings = self._settings
-            results = await self._embed(settings.model, texts, instruction=settings.instruction)
+            if any(piece.token_ids for piece in chunks):
+                ids = [piece.token_ids or () for piece in chunks]
+                results = await self._embed(
+                    settings.model, texts, instruction=settings.instruction, token_ids=ids
+                )
+            else:
+                results = await self._embed(settings.model, texts, instruction=settings.instruction)
             if len(results) != len(batch):
                 raise RuntimeError(f"embedder returned {len(results)} results for {len(batch)}")
             ready: list[DocumentInFlight] = []

@@ -87,7 +87,20 @@ HASH_BOW = ModelSpec(
     max_batch_size=256,
 )
 
-DEFAULT_MODELS = (MINILM, HASH_BOW)
+# The same hashing at another dimension: what a reindex that changes the
+# dimension is tested with.
+HASH_BOW_256 = ModelSpec(
+    name="vectorops/hash-bow-256",
+    aliases=("hash-bow-256",),
+    triton_model="hash_bow_256",
+    dimension=256,
+    max_tokens=8192,
+    pooling=Pooling.MEAN,
+    normalized=True,
+    max_batch_size=256,
+)
+
+DEFAULT_MODELS = (MINILM, HASH_BOW, HASH_BOW_256)
 
 
 class ModelRegistry:

@@ -3,14 +3,15 @@ collection application and back, nothing more."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 
-from kit.errors import NotImplementedYet
 from kit.grpc.interceptors import current_principal
+from kit.sanitise import sanitise
 from orchestrator.adapters.records import SourceSpec
 from orchestrator.collection_app import CollectionApp, NewCollection
+from orchestrator.domain.uploads import UploadChunk, UploadHeader
 from orchestrator.messages import (
     collection_message,
     collection_status_from,
@@ -18,11 +19,12 @@ from orchestrator.messages import (
     requested_config,
     source_message,
 )
+from orchestrator.reindex_app import ReindexApp, ReindexRequest, thresholds_from
+from orchestrator.uploads import UploadApp, UploadMessage
 from vectorops.common.v1 import source_pb2
 from vectorops.orchestrator.v1 import collection_service_pb2 as api
 from vectorops.orchestrator.v1 import collection_service_pb2_grpc
 
-SERVICE = "vectorops.orchestrator.v1.CollectionService"
 Context = grpc.aio.ServicerContext
 
 
@@ -38,17 +40,11 @@ def source_spec(source: source_pb2.Source) -> SourceSpec:
     )
 
 
-def _not_implemented(method: str) -> NotImplementedYet:
-    return NotImplementedYet(
-        f"{SERVICE}/{method} is not implemented yet",
-        reason="NOT_IMPLEMENTED",
-        metadata={"method": f"{SERVICE}/{method}"},
-    )
-
-
 class CollectionServicer(collection_service_pb2_grpc.CollectionServiceServicer):
-    def __init__(self, app: CollectionApp) -> None:
+    def __init__(self, app: CollectionApp, uploads: UploadApp, reindex: ReindexApp) -> None:
         self._app = app
+        self._uploads = uploads
+        self._reindex = reindex
 
     async def CreateCollection(
         self, request: api.CreateCollectionRequest, context: Context
@@ -132,8 +128,62 @@ class CollectionServicer(collection_service_pb2_grpc.CollectionServiceServicer):
         )
         return api.RemoveSourceResponse(operation=operation_message(op))
 
-    async def ReindexCollection(self, request: Any, context: Context) -> Any:
-        raise _not_implemented("ReindexCollection")
+    async def ReindexCollection(
+        self, request: api.ReindexCollectionRequest, context: Context
+    ) -> api.ReindexCollectionResponse:
+        op = await self._reindex.reindex(
+            current_principal(),
+            ReindexRequest(
+                collection_id=request.collection_id,
+                config=requested_config(request.config) if request.HasField("config") else None,
+                request_id=request.request_id,
+                expected_generation=request.expected_generation,
+                thresholds=thresholds_from(request.thresholds),
+            ),
+        )
+        return api.ReindexCollectionResponse(operation=operation_message(op))
 
-    async def UploadDocuments(self, request_iterator: Any, context: Context) -> Any:
-        raise _not_implemented("UploadDocuments")
+    async def UploadDocuments(
+        self, request_iterator: AsyncIterator[api.UploadDocumentsRequest], context: Context
+    ) -> api.UploadDocumentsResponse:
+        outcome = await self._uploads.upload(current_principal(), upload_messages(request_iterator))
+        response = api.UploadDocumentsResponse(
+            operation=operation_message(outcome.operation),
+            documents_received=outcome.documents_received,
+            bytes_received=outcome.bytes_received,
+            rejected=[
+                api.RejectedDocument(path=r.path, reason=r.reason, message=sanitise(r.message))
+                for r in outcome.rejected
+            ],
+        )
+        if outcome.source is not None:
+            response.source.CopyFrom(source_message(outcome.source))
+        return response
+
+
+async def upload_messages(
+    requests: AsyncIterator[api.UploadDocumentsRequest],
+) -> AsyncIterator[UploadMessage]:
+    """The stream's messages as plain values (None: neither header nor chunk)."""
+    async for request in requests:
+        kind = request.WhichOneof("message")
+        if kind == "header":
+            header = request.header
+            yield UploadHeader(
+                collection_id=header.collection_id,
+                request_id=header.request_id,
+                source_id=header.source_id,
+                display_name=header.display_name,
+                expected_documents=header.expected_documents,
+            )
+        elif kind == "chunk":
+            chunk = request.chunk
+            yield UploadChunk(
+                path=chunk.path,
+                data=chunk.data,
+                last=chunk.last,
+                media_type=chunk.media_type,
+                sha256=chunk.sha256,
+            )
+        else:
+            yield None

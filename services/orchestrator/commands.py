@@ -19,6 +19,7 @@ from kit.events import new_envelope
 from orchestrator.adapters.records import CollectionRecord, OperationRecord, SourceRecord
 from orchestrator.domain.operations import DomainEvent, OperationCancelled, OperationType
 from orchestrator.messages import config_message, source_message
+from vectorops.common.v1 import operation_pb2
 from vectorops.events.v1 import commands_pb2, envelope_pb2
 
 OutboxRow = tuple[str, envelope_pb2.Envelope]
@@ -75,12 +76,19 @@ def index_command(
 
 
 def append_command(
-    collection: CollectionRecord, op: OperationRecord, actor: Principal | None
+    collection: CollectionRecord,
+    op: OperationRecord,
+    actor: Principal | None,
+    upload: commands_pb2.UploadManifest | None = None,
 ) -> OutboxRow:
-    """APPEND: ingest the source the operation added (``op.source_id``)."""
+    """APPEND: ingest the source the operation added (``op.source_id``); for an
+    upload source, exactly the uploaded documents ``upload`` lists."""
     source = _source(collection, op.source_id)
     payload = commands_pb2.AppendCommand(
-        operation_id=op.id, collection=snapshot(collection), source=source_message(source)
+        operation_id=op.id,
+        collection=snapshot(collection),
+        source=source_message(source),
+        upload=upload,
     )
     return _command(collection, op, payload, actor)
 
@@ -107,6 +115,25 @@ def delete_command(
         operation_id=op.id,
         collection=snapshot(collection),
         physical_collections=list(dict.fromkeys(physical)),
+    )
+    return _command(collection, op, payload, actor)
+
+
+def reindex_command(
+    collection: CollectionRecord,
+    op: OperationRecord,
+    actor: Principal | None,
+    thresholds: operation_pb2.ValidationThresholds,
+) -> OutboxRow:
+    """REINDEX: build ``op.config`` into a staging collection next to the live
+    one. The snapshot's generation is the fencing token the indexer hands back
+    to CompleteReindex; ``thresholds`` are the ones in force (defaults with
+    the request's overrides)."""
+    payload = commands_pb2.ReindexCommand(
+        operation_id=op.id,
+        collection=snapshot(collection),
+        target_config=config_message(op.config),
+        thresholds=thresholds,
     )
     return _command(collection, op, payload, actor)
 

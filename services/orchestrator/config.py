@@ -36,3 +36,18 @@ class OrchestratorSettings(Settings):
     orchestrator_upload_max_document_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     orchestrator_upload_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     orchestrator_upload_max_documents: int = Field(default=10_000, ge=1)
+    # REINDEX validation thresholds in force unless a request overrides them
+    # (see ValidationThresholds): relative point-count difference accepted, mean
+    # top-k document overlap required, mean top-1 score drift accepted, probe
+    # queries sampled from live documents, and the k of each probe search.
+    orchestrator_reindex_point_count_tolerance: float = Field(default=0.0, ge=0, le=1)
+    orchestrator_reindex_min_topk_overlap: float = Field(default=0.6, ge=0, le=1)
+    orchestrator_reindex_max_score_drift: float = Field(default=0.25, ge=0)
+    orchestrator_reindex_probe_query_count: int = Field(default=20, ge=1, le=1000)
+    orchestrator_reindex_top_k: int = Field(default=10, ge=1, le=100)
+    # After a switch the old physical collections wait this long before the
+    # indexer's cleanup may delete them, so searches already routed to them
+    # finish: base + per 10k vectors of the old collection, at most max.
+    orchestrator_cleanup_base_delay_seconds: float = Field(default=300.0, ge=0)
+    orchestrator_cleanup_per_10k_vectors_seconds: float = Field(default=60.0, ge=0)
+    orchestrator_cleanup_max_delay_seconds: float = Field(default=1800.0, ge=0)

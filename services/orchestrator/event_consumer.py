@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -104,6 +105,15 @@ def progress_from(message: operation_pb2.Progress) -> Progress:
     )
 
 
+def step_result(event: operation_events_pb2.StepCompleted) -> dict[str, Any] | None:
+    """What a step's result adds to the operation's result: a REINDEX's
+    validation figures (every check, measured value and threshold, also when
+    it did not pass), which clients read as ``Operation.validation``."""
+    if event.WhichOneof("result") == "reindex_validation":
+        return {"validation": json_format.MessageToDict(event.reindex_validation.validation)}
+    return None
+
+
 def resources_from(message: operation_pb2.ResourceFigures) -> ResourceFigures:
     return ResourceFigures(
         wall_seconds=message.wall_seconds,
@@ -162,7 +172,9 @@ class OperationEventConsumer:
         checkpoint = json_format.MessageToDict(event.checkpoint.state)
         figures = progress_from(event.progress) if event.HasField("progress") else None
         transition = step_events.complete(event.step, checkpoint, figures, self._clock())
-        await self._apply(_operation_id(event, envelope), transition, event.step)
+        await self._apply(
+            _operation_id(event, envelope), transition, event.step, result=step_result(event)
+        )
 
     async def _progress(self, envelope: envelope_pb2.Envelope) -> None:
         event = unpack(envelope, operation_events_pb2.OperationProgress)
@@ -224,9 +236,15 @@ class OperationEventConsumer:
         )
 
     async def _apply(
-        self, operation_id: str, transition: step_events.Transition, step: str
+        self,
+        operation_id: str,
+        transition: step_events.Transition,
+        step: str,
+        result: dict[str, Any] | None = None,
     ) -> None:
-        record, events = await self._repository.apply(operation_id, transition, no_outbox)
+        record, events = await self._repository.apply(
+            operation_id, transition, no_outbox, result=result
+        )
         if events:
             log.info(
                 "orchestrator.step_event_applied",

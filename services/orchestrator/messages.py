@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from orchestrator.adapters.records import CollectionRecord, OperationRecord, SourceRecord
@@ -145,6 +145,7 @@ def source_message(source: SourceRecord) -> source_pb2.Source:
         )
     else:
         message.upload.SetInParent()
+        message.display_name = source.path  # an upload source's path is its label
     return message
 
 
@@ -224,4 +225,10 @@ def operation_message(record: OperationRecord) -> orchestrator_pb2.Operation:
         )
     if record.previous_config is not None:
         message.previous_config.CopyFrom(config_message(record.previous_config))
+    validation = (record.result or {}).get("validation")
+    if validation:  # a REINDEX's, kept from its validation step or its switch
+        json_format.ParseDict(validation, message.validation, ignore_unknown_fields=True)
+    staging = op.checkpoint("staging") if op.type is OperationType.REINDEX else None
+    if staging:
+        message.staging_collection = str(staging.get("staging_collection") or "")
     return message

@@ -1,9 +1,9 @@
 """The orchestrator's gRPC surface: ``CollectionService``, ``OperationService``
-and ``google.longrunning.Operations`` over the same operations;
-``ReindexControlService`` answers UNIMPLEMENTED until the reindex issue lands.
+and ``google.longrunning.Operations`` over the same operations, and the
+internal ``ReindexControlService`` (the REINDEX switch, service role only).
 
 ``lifespan`` builds what the servicers share (the repository, the process-wide
-change listener and the two application services); ``bindings`` maps them
+change listener and the application services); ``bindings`` maps them
 onto the servers' services; ``background`` runs the event consumers and the
 reaper.
 """
@@ -16,18 +16,22 @@ from dataclasses import dataclass
 
 from google.longrunning import operations_pb2_grpc
 
+from kit.bus.object_store import ObjectBucket
 from kit.config import ServiceName
 from kit.grpc.server import ServiceBinding, bind
-from kit.grpc.unimplemented import unimplemented
 from kit.runtime import ServiceContext, ServiceSpec
 from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.background import background
 from orchestrator.collection_app import CollectionApp
 from orchestrator.collection_servicer import CollectionServicer
 from orchestrator.config import OrchestratorSettings
+from orchestrator.domain.uploads import UploadLimits
 from orchestrator.longrunning_servicer import LongRunningServicer
 from orchestrator.operation_app import OperationApp
 from orchestrator.operation_servicer import OperationServicer
+from orchestrator.reindex_app import ReindexApp, ReindexPolicy
+from orchestrator.reindex_control_servicer import ReindexControlServicer
+from orchestrator.uploads import UploadApp
 from orchestrator.watch import OperationWatcher
 from vectorops.orchestrator.v1 import (
     collection_service_pb2_grpc,
@@ -45,6 +49,16 @@ class Application:
     watcher: OperationWatcher
     collections: CollectionApp
     operations: OperationApp
+    uploads: UploadApp
+    reindex: ReindexApp
+
+
+def upload_limits(settings: OrchestratorSettings) -> UploadLimits:
+    return UploadLimits(
+        document_bytes=settings.orchestrator_upload_max_document_bytes,
+        total_bytes=settings.orchestrator_upload_max_bytes,
+        documents=settings.orchestrator_upload_max_documents,
+    )
 
 
 def _settings(ctx: ServiceContext) -> OrchestratorSettings:
@@ -57,6 +71,9 @@ def _settings(ctx: ServiceContext) -> OrchestratorSettings:
 async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
     settings = _settings(ctx)
     repository = OrchestratorRepository(ctx.pool, ctx.schema)
+    bucket = await ObjectBucket.ensure(
+        ctx.bus.js, storage=settings.jetstream_storage, replicas=settings.jetstream_replicas
+    )
     watcher = OperationWatcher(settings.postgres_dsn, repository.change_channel)
     await watcher.start()
     try:
@@ -71,6 +88,8 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
                 poll_seconds=settings.orchestrator_watch_poll_seconds,
                 min_interval_seconds=settings.orchestrator_watch_min_interval_seconds,
             ),
+            uploads=UploadApp(repository, bucket, upload_limits(settings)),
+            reindex=ReindexApp(repository, ReindexPolicy.from_settings(settings)),
         )
     finally:
         await watcher.stop()
@@ -79,7 +98,11 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
 def bindings(ctx: ServiceContext) -> list[ServiceBinding]:
     app: Application = ctx.app
     return [
-        bind(collection_service_pb2_grpc, "CollectionService", CollectionServicer(app.collections)),
+        bind(
+            collection_service_pb2_grpc,
+            "CollectionService",
+            CollectionServicer(app.collections, app.uploads, app.reindex),
+        ),
         bind(operation_service_pb2_grpc, "OperationService", OperationServicer(app.operations)),
         bind(
             operations_pb2_grpc,
@@ -88,7 +111,11 @@ def bindings(ctx: ServiceContext) -> list[ServiceBinding]:
                 app.operations, app.collections, app.settings.orchestrator_wait_max_seconds
             ),
         ),
-        unimplemented(reindex_control_service_pb2_grpc, "ReindexControlService"),
+        bind(
+            reindex_control_service_pb2_grpc,
+            "ReindexControlService",
+            ReindexControlServicer(app.reindex),
+        ),
     ]
 
 

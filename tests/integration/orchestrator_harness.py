@@ -42,6 +42,7 @@ from vectorops.orchestrator.v1 import (
     collection_service_pb2_grpc,
     operation_service_pb2_grpc,
     orchestrator_pb2,
+    reindex_control_service_pb2_grpc,
 )
 
 SCHEMA = "orchestrator"
@@ -50,9 +51,10 @@ PRINCIPALS = {
     "alice": Principal("alice", Role.USER),
     "bob": Principal("bob", Role.USER),
     "admin": Principal("root", Role.ADMIN),
+    "indexer": Principal("indexer", Role.SERVICE),
 }
 AS = {name: (("authorization", f"Bearer {name}-token"),) for name in PRINCIPALS}
-ALICE, BOB, ADMIN = AS["alice"], AS["bob"], AS["admin"]
+ALICE, BOB, ADMIN, SERVICE = AS["alice"], AS["bob"], AS["admin"], AS["indexer"]
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Orchestrator:
     channel: grpc.aio.Channel
     roots: Path  # the one allowed source root
     outside: Path  # a directory outside it
+    address: str = ""  # host:port of its gRPC server, for a client of its own
 
     @property
     def collections(self) -> collection_service_pb2_grpc.CollectionServiceStub:
@@ -75,6 +78,10 @@ class Orchestrator:
     @property
     def longrunning(self) -> operations_pb2_grpc.OperationsStub:
         return operations_pb2_grpc.OperationsStub(self.channel)
+
+    @property
+    def reindex_control(self) -> reindex_control_service_pb2_grpc.ReindexControlServiceStub:
+        return reindex_control_service_pb2_grpc.ReindexControlServiceStub(self.channel)
 
     def directory(self, name: str) -> Path:
         folder = self.roots / name
@@ -138,7 +145,8 @@ async def running_orchestrator(
             await running.set_serving()
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
             try:
-                yield Orchestrator(app, pool, bus, channel, roots, outside)
+                address = f"127.0.0.1:{running.port}"
+                yield Orchestrator(app, pool, bus, channel, roots, outside, address)
             finally:
                 await channel.close()
                 await running.server.stop(0)

@@ -1,6 +1,7 @@
 """The embed work queue against real NATS, a real Triton and real embedder processes:
-results come back packed and per-chunk failures stay with their chunks; an embedder
-killed mid-batch loses nothing and duplicates nothing."""
+results come back packed and per-chunk failures stay with their chunks; chunks sent
+with their token ids give the vectors of their texts; an embedder killed mid-batch
+loses nothing and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 import numpy as np
 import pytest
 
+from indexer.adapters.tokenizers import tokenizer_for
 from kit.bus.jetstream import JetStream
 from kit.bus.topology import ALL_STREAMS, EMBED, EMBED_RESULTS
 from kit.config import ServiceName
@@ -90,6 +92,40 @@ async def test_batch_results_are_packed_and_failures_stay_with_their_chunks(stac
     assert {(f.chunk_id, f.reason) for f in result.failures} == {
         ("0:1", "EMPTY_INPUT"),
         ("0:3", "INPUT_TOO_LONG"),
+    }
+
+
+async def test_chunks_with_token_ids_give_their_texts_vectors(stack, bus) -> None:
+    """One MiniLM batch sent with the chunks' ids and once as texts: equal vectors.
+    With ids, an item whose text is empty is still EMPTY_INPUT, and ids outside the
+    vocabulary fail their own item only."""
+    operation = uuid.uuid4().hex
+    tokenizer = tokenizer_for(MINILM)
+    texts = [
+        "Glaciers carve U-shaped valleys and leave moraines behind them.",
+        "",
+        "The Sicilian Defence answers the king's pawn with the c-pawn.",
+        "an item whose ids are out of range",
+        "Honey bees tell their sisters where flowers are with the waggle dance.",
+    ]
+    with_ids = _batch(operation, 0, texts, MINILM)
+    for item, text in zip(with_ids.items, texts, strict=True):
+        item.token_ids.extend(tokenizer.encode(text or "ids of no text").ids)
+    with_ids.items[3].token_ids[:] = [7592, 99_999_999]
+    await _publish(bus, with_ids)
+    await _publish(bus, _batch(operation, 1, texts, MINILM))
+    results = {r.batch_id: r for r in await _results(bus, operation, 2)}
+    by_ids, by_text = results[f"{operation}-0"], results[f"{operation}-1"]
+
+    def vectors(result: embed_pb2.EmbedBatchResult) -> dict[str, np.ndarray]:
+        return {v.chunk_id.split(":")[1]: np.frombuffer(v.vector, "<f4") for v in result.vectors}
+
+    assert sorted(vectors(by_ids)) == ["0", "2", "4"]
+    for index in ("0", "2", "4"):
+        np.testing.assert_allclose(vectors(by_ids)[index], vectors(by_text)[index], atol=1e-5)
+    assert {(f.chunk_id, f.reason) for f in by_ids.failures} == {
+        ("0:1", "EMPTY_INPUT"),
+        ("0:3", "INFERENCE_FAILED"),
     }
 
 

@@ -2,7 +2,8 @@
 nats-server of its own and the real ``EmbedWorker`` in this process over the
 session's Triton: results in order and equal to the Embedder's, operations
 kept apart, lost batches sent again, late duplicates ignored, unavailable
-results retried, and an embedder that stays away reported as such."""
+results retried, an embedder that stays away reported as such, and the chunks'
+token ids sent in the batch and embedded from."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from prometheus_client import REGISTRY
 
 from embedder.adapters.triton_client import TritonClient
 from embedder.embedding import Embedder, Priority
+from indexer.adapters.tokenizers import tokenizer_for
 from indexer.embed_queue import EmbedderUnavailable, QueueEmbedder
+from kit.bus import subjects
 from kit.bus.jetstream import JetStream
 from kit.bus.topology import ALL_STREAMS, EMBED
 from kit.errors import Code
@@ -31,6 +34,7 @@ from kit.stack.nats import NatsServer
 from vectorops.events.v1 import embed_pb2
 
 HASH = "vectorops/hash-bow-384"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +85,16 @@ async def jobs_waiting(bus: JetStream) -> int:
     return (await bus.js.stream_info(EMBED.name)).state.messages
 
 
+def pretokenized_sent() -> float:
+    """Rows the (in-process) embedder sent to Triton as ids rather than text."""
+    return (
+        REGISTRY.get_sample_value(
+            "vectorops_embedder_pretokenized_inputs_total", {"triton_model": "all_minilm_l6_v2"}
+        )
+        or 0.0
+    )
+
+
 def ignored_results() -> float:
     return REGISTRY.get_sample_value("vectorops_indexer_embed_results_ignored_total") or 0.0
 
@@ -109,6 +123,39 @@ async def test_item_failures_come_back_as_their_reasons(
     assert got[1] == "EMPTY_INPUT" and got[2] == "INPUT_TOO_LONG"
     assert_vectors([got[0], got[3]], await expected(embedder, [texts[0], texts[3]]))
     assert unknown == ["UNKNOWN_MODEL", "UNKNOWN_MODEL"]
+
+
+async def test_token_ids_travel_in_the_batch_and_give_the_texts_vectors(
+    bus: JetStream, embedder: Embedder, worker: InProcessEmbedWorker
+) -> None:
+    """The published EmbedBatch carries each chunk's ids beside its text (a chunk
+    without ids has none); the embedder's vectors from them are the texts'."""
+    tokenizer = tokenizer_for(MINILM)
+    texts = [
+        "Volcanoes form where molten rock rises through cracks in the crust.",
+        "A starter of flour and water ferments with wild yeast.",
+        "Spring tides come at new and full moon, neap tides at the quarters.",
+    ]
+    ids = [list(tokenizer.encode(text).ids) for text in texts]
+    ids[1] = []
+    queue = QueueEmbedder(bus, timeout_seconds=30, wait_seconds=60)
+    async with queue.for_operation(str(uuid.uuid4()), str(uuid.uuid4())) as embed:
+        call = asyncio.create_task(embed(MINILM, texts, token_ids=ids))
+        await poll(lambda: _at_least(bus, 1), 10, "the batch in the queue")
+        job = await bus.js.get_last_msg(EMBED.name, subjects.EMBED_JOBS)
+        batch = unpack(parse_envelope(job.data), embed_pb2.EmbedBatch)
+        assert [item.text for item in batch.items] == texts
+        assert [list(item.token_ids) for item in batch.items] == ids
+        sent_before = pretokenized_sent()
+        worker.start()
+        got = await asyncio.wait_for(call, 60)
+    assert pretokenized_sent() == sent_before + 2  # the two chunks with ids went as ids
+    outcome = await embedder.embed(
+        MINILM, texts, is_query=False, priority=Priority.BULK, path="test"
+    )
+    for position, vector in enumerate(got):
+        assert isinstance(vector, np.ndarray), (position, vector)
+        np.testing.assert_allclose(vector, outcome.vectors[position].vector, atol=1e-5)
 
 
 async def test_two_operations_in_flight_at_once_never_mix(

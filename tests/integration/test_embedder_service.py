@@ -200,8 +200,12 @@ async def test_model_info_and_list(stub, token: str) -> None:
     second = await stub.ListModels(
         pb.ListModelsRequest(page_size=1, page_token=first.next_page_token), metadata=_auth(token)
     )
-    assert [m.name for m in (*first.models, *second.models)] == [MINILM, HASH]
-    assert second.next_page_token == ""
+    third = await stub.ListModels(
+        pb.ListModelsRequest(page_size=1, page_token=second.next_page_token), metadata=_auth(token)
+    )
+    listed = [m.name for m in (*first.models, *second.models, *third.models)]
+    assert listed == [MINILM, HASH, "vectorops/hash-bow-256"]
+    assert third.next_page_token == ""
 
 
 async def test_metrics_show_the_work_done(stack, stub, token: str) -> None:

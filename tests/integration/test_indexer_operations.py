@@ -722,16 +722,25 @@ async def test_path_escape_at_append_fails_invalid_source_path_and_writes_nothin
     assert (await indexer.repository.counts(cid))[0] == 2
 
 
-async def test_reindex_is_answered_with_a_handler_error(indexer: Indexer) -> None:
+async def test_reindex_fails_at_preflight_on_an_indexer_not_set_up_for_it(
+    indexer: Indexer,
+) -> None:
+    # This harness has no reindex services (tests/integration/test_indexer_reindex.py has).
     collection = snapshot()
-    command = commands_pb2.ReindexCommand(operation_id=str(uuid.uuid4()), collection=collection)
+    command = commands_pb2.ReindexCommand(
+        operation_id=str(uuid.uuid4()), collection=collection, target_config=collection.config
+    )
     indexer.start_consuming()
     events = await indexer.run("REINDEX", command)
-    [failed] = events
-    assert failed.kind == "OperationFailed"
+    assert [(e.kind, getattr(e.payload, "step", "")) for e in events] == [
+        ("StepStarted", "preflight"),
+        ("OperationFailed", ""),
+    ]
+    failed = events[-1]
     assert failed.event_id == f"{command.operation_id}.failed"
-    assert failed.payload.error.type == "HANDLER_ERROR"
-    assert failed.payload.error.message == "REINDEX is not supported by this indexer yet"
+    assert (failed.payload.error.type, failed.payload.error.step) == ("HANDLER_ERROR", "preflight")
+    assert failed.payload.error.message == "this indexer is not set up to run REINDEX"
+    assert not failed.payload.staging_deleted
 
 
 async def test_append_over_the_document_limit_fails_quota_exceeded_before_writing(

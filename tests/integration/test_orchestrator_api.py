@@ -587,27 +587,6 @@ async def test_forced_delete_cancels_the_running_operation_first(orch) -> None:
     assert seen.status.value == "DELETING" and seen.active_operation_id == deleting.operation.id
 
 
-async def test_reindex_and_upload_are_not_implemented_yet(orch) -> None:
-    collection_id = await ready(orch)
-    reindex = api.ReindexCollectionRequest(
-        collection_id=collection_id, config=config(), request_id="r"
-    )
-    refusal = await refused(orch.collections.ReindexCollection(reindex, metadata=ALICE))
-    assert refusal.code is grpc.StatusCode.UNIMPLEMENTED
-    assert refusal.reason == "NOT_IMPLEMENTED"
-    assert refusal.metadata == {
-        "method": "vectorops.orchestrator.v1.CollectionService/ReindexCollection"
-    }
-
-    async def messages():
-        yield api.UploadDocumentsRequest(
-            header=api.UploadHeader(collection_id=collection_id, request_id="u")
-        )
-
-    refusal = await refused(orch.collections.UploadDocuments(messages(), metadata=ALICE))
-    assert (refusal.code, refusal.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
-
-
 async def test_reflection_lists_the_longrunning_service(orch) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(orch.channel)
 

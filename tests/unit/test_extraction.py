@@ -6,48 +6,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from corpus import pdf_bytes as _pdf
 
 from indexer.domain.documents import MediaType
 from indexer.extraction import ExtractionError, ExtractionFailure, decode_text, extract
-
-
-def _pdf(pages: list[str], title: str = "") -> bytes:
-    """A minimal valid PDF: one Helvetica text line per page, real xref offsets."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"",  # the page tree, filled in below
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    kids = []
-    for text in pages:
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-        content = len(objects)
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % content
-        )
-        kids.append(b"%d 0 R" % len(objects))
-    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(kids))
-    info = b""
-    if title:
-        objects.append(b"<< /Title (%s) >>" % title.encode())
-        info = b" /Info %d 0 R" % len(objects)
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(
-        b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n"
-        % (len(objects) + 1, info, xref)
-    )
-    return out.getvalue()
 
 
 def _docx() -> bytes:

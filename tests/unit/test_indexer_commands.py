@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from indexer.commands import UnknownCommand, config_of, decode
-from indexer.domain.operation_plan import OperationType
 from kit.events import new_envelope
+from kit.operation_protocol import OperationType
 from vectorops.common.v1 import config_pb2, source_pb2
 from vectorops.events.v1 import commands_pb2, usage_pb2
 
@@ -79,7 +79,7 @@ def test_append_of_an_upload_is_marked_so() -> None:
         source=source_pb2.Source(id=str(uuid.uuid4()), upload=source_pb2.UploadSource()),
     )
     order = decode(new_envelope(command, producer="orchestrator"))
-    assert order.type is OperationType.APPEND and order.uploads
+    assert order.type is OperationType.APPEND and order.upload is not None
     assert order.sources[0].kind == "upload"
 
 

@@ -8,25 +8,16 @@ import asyncpg
 import nats.errors
 import pytest
 
-from indexer.domain.operation_plan import (
-    STEPS,
-    CollectionFigures,
-    ErrorType,
-    OperationType,
-    changes_collection,
-    error_type_for,
-    percent,
-)
+from indexer.domain.operation_plan import CollectionFigures, error_type_for, percent
 from indexer.operation_failures import failure_of, is_transient
 from indexer.operations import runs, steps_for
 from kit.errors import InvalidArgument, NotFound, Unavailable
+from kit.operation_protocol import STEPS, ErrorType, OperationType, changes_collection
 
 
 def test_each_runnable_type_has_the_documented_steps_in_order() -> None:
     for kind in OperationType:
-        if kind is OperationType.REINDEX:
-            assert not runs(kind)
-            continue
+        assert runs(kind)
         assert tuple(name for name, _ in steps_for(kind)) == STEPS[kind]
     assert STEPS[OperationType.INDEX] == ("create_collection", "ingest", "finalize")
     assert STEPS[OperationType.DELETE] == ("remove_alias", "drop_collections", "finalize")

@@ -2,7 +2,9 @@
 
 Every model of ``deploy/triton/model_repository`` takes ``TEXT`` (BYTES, one
 text per row) and returns ``EMBEDDING`` (FP32, one vector per row) and ``TOKENS``
-(INT32, the row's token count before the model truncates it). Triton's
+(INT32, the row's token count before the model truncates it). A model whose
+config declares ``INPUT_IDS`` also takes rows of token ids instead (see
+``model_inputs``): rows given with their ids go that way, the rest as text. Triton's
 errors are turned into three exceptions the application layer can act on:
 ``TritonUnavailable`` (retry later, report NOT_SERVING), ``TritonModelError``
 (this batch failed: fail its chunks) and ``TritonTimeout`` (deadline spent).
@@ -19,6 +21,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
+
+from embedder import metrics
+from embedder.adapters.model_inputs import INPUT_IDS, pack_id_rows
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +84,19 @@ class ModelStats:
         return self.compute_input_ns + self.compute_infer_ns + self.compute_output_ns
 
 
+@dataclass(frozen=True)
+class _ModelShape:
+    max_batch_size: int
+    takes_ids: bool  # the config declares INPUT_IDS
+
+
 class TritonClient:
     """One gRPC channel to Triton at ``url`` (``host:port``), for asyncio callers."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._client = grpcclient.InferenceServerClient(url)
-        self._max_batch: dict[str, int] = {}
+        self._shapes: dict[str, _ModelShape] = {}
 
     async def close(self) -> None:
         await self._client.close()
@@ -106,39 +117,59 @@ class TritonClient:
         model: str,
         texts: Sequence[str],
         *,
+        token_ids: Sequence[Sequence[int]] | None = None,
         priority: int,
         timeout_s: float | None = None,
     ) -> Embeddings:
         """Vectors (float32, ``(len(texts), dimension)``) and token counts of ``texts``, in order.
 
-        ``priority`` is the dynamic batcher's level (1 = queries, 2 = bulk).
-        ``timeout_s`` bounds each request; it is also sent to Triton, so work whose
-        caller gave up is dropped there. More texts than the model's
-        ``max_batch_size`` go as several requests at once (Triton refuses larger
-        ones), which its dynamic batcher runs back to back.
+        ``token_ids``: per text, the model's token ids of it without special tokens,
+        or an empty sequence; a model that takes ``INPUT_IDS`` gets those instead of
+        the text (the others ignore them). ``priority`` is the dynamic batcher's
+        level (1 = queries, 2 = bulk). ``timeout_s`` bounds each request; it is also
+        sent to Triton, so work whose caller gave up is dropped there. More rows than
+        the model's ``max_batch_size`` go as several requests at once (Triton
+        refuses larger ones), which its dynamic batcher runs back to back.
         """
         if not texts:
             raise ValueError("no texts to embed")
-        # surrogatepass: a lone surrogate reaches the model, which refuses that one
-        # request with a reason, instead of this call failing with a local error.
-        data = [t.encode("utf-8", "surrogatepass") for t in texts]
-        limit = await self._max_batch_size(model, timeout_s)
-        chunks = [data[i : i + limit] for i in range(0, len(data), limit)]
+        if token_ids is not None and len(token_ids) != len(texts):
+            raise ValueError(f"{len(token_ids)} token id rows for {len(texts)} texts")
+        shape = await self._shape(model, timeout_s)
+        ids = token_ids if shape.takes_ids and token_ids is not None else [()] * len(texts)
+        limit = shape.max_batch_size
+        ids_rows = [i for i, row in enumerate(ids) if len(row)]
+        text_rows = [i for i, row in enumerate(ids) if not len(row)]
+        requests = [
+            *((rows, _ids_input([ids[i] for i in rows])) for rows in _slices(ids_rows, limit)),
+            *((rows, _text_input([texts[i] for i in rows])) for rows in _slices(text_rows, limit)),
+        ]
+        if ids_rows:
+            metrics.PRETOKENIZED.labels(model).inc(len(ids_rows))
         parts = await asyncio.gather(
-            *(self._infer(model, chunk, priority, timeout_s) for chunk in chunks)
+            *(
+                self._infer(model, tensor, len(rows), priority, timeout_s)
+                for rows, tensor in requests
+            )
         )
         if len(parts) == 1:
-            return parts[0]
-        return Embeddings(
-            np.concatenate([p.vectors for p in parts]), np.concatenate([p.tokens for p in parts])
-        )
+            return parts[0]  # one request: its rows are in order
+        # Put each request's rows back at the positions they came from.
+        positions = np.concatenate([rows for rows, _ in requests])
+        vectors = np.empty((len(texts), parts[0].vectors.shape[1]), dtype=np.float32)
+        tokens = np.empty(len(texts), dtype=np.int32)
+        vectors[positions] = np.concatenate([p.vectors for p in parts])
+        tokens[positions] = np.concatenate([p.tokens for p in parts])
+        return Embeddings(vectors, tokens)
 
     async def _infer(
-        self, model: str, data: list[bytes], priority: int, timeout_s: float | None
+        self,
+        model: str,
+        tensor: grpcclient.InferInput,
+        rows: int,
+        priority: int,
+        timeout_s: float | None,
     ) -> Embeddings:
-        array = np.array(data, dtype=np.object_).reshape(-1, 1)
-        tensor = grpcclient.InferInput(INPUT, list(array.shape), "BYTES")
-        tensor.set_data_from_numpy(array)
         try:
             result = await self._client.infer(
                 model,
@@ -156,32 +187,37 @@ class TritonClient:
             error = _translate(exc, model)
             if isinstance(error, TritonUnavailable):
                 # It may come back reloaded with another config: ask again then.
-                self._max_batch.pop(model, None)
+                self._shapes.pop(model, None)
             raise error from exc
         vectors = result.as_numpy(OUTPUT)
         tokens = result.as_numpy(TOKENS)
-        if vectors is None or vectors.ndim != 2 or vectors.shape[0] != len(data):
+        if vectors is None or vectors.ndim != 2 or vectors.shape[0] != rows:
             shape = None if vectors is None else vectors.shape
-            raise TritonModelError(f"{model} returned {shape} for {len(data)} texts")
-        if tokens is None or tokens.size != len(data):
-            raise TritonModelError(f"{model} returned no {TOKENS} count per text")
+            raise TritonModelError(f"{model} returned {shape} for {rows} rows")
+        if tokens is None or tokens.size != rows:
+            raise TritonModelError(f"{model} returned no {TOKENS} count per row")
         return Embeddings(
             np.ascontiguousarray(vectors, dtype=np.float32), tokens.reshape(-1).astype(np.int32)
         )
 
-    async def _max_batch_size(self, model: str, timeout_s: float | None) -> int:
-        """The model's max_batch_size from its config, asked once per model."""
-        limit = self._max_batch.get(model)
-        if limit is None:
+    async def _shape(self, model: str, timeout_s: float | None) -> _ModelShape:
+        """The model's max_batch_size and whether it takes ids, from its config, asked
+        once per model."""
+        shape = self._shapes.get(model)
+        if shape is None:
             try:
                 response = await self._client.get_model_config(
                     model, client_timeout=timeout_s or _PROBE_TIMEOUT_S
                 )
             except InferenceServerException as exc:
                 raise _translate(exc, model) from exc
-            # 0 means the model does not batch: one text per request.
-            limit = self._max_batch[model] = max(1, response.config.max_batch_size)
-        return limit
+            config = response.config
+            shape = self._shapes[model] = _ModelShape(
+                # 0 means the model does not batch: one row per request.
+                max_batch_size=max(1, config.max_batch_size),
+                takes_ids=any(tensor.name == INPUT_IDS for tensor in config.input),
+            )
+        return shape
 
     async def model_stats(self, model: str) -> ModelStats:
         """Cumulative queue and compute time and counts of ``model``."""
@@ -192,6 +228,27 @@ class TritonClient:
         except InferenceServerException as exc:
             raise _translate(exc, model) from exc
         return _sum_stats(response)
+
+
+def _slices(rows: list[int], size: int) -> list[list[int]]:
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+def _text_input(texts: Sequence[str]) -> grpcclient.InferInput:
+    # surrogatepass: a lone surrogate reaches the model, which refuses that one
+    # request with a reason, instead of this call failing with a local error.
+    data = [t.encode("utf-8", "surrogatepass") for t in texts]
+    array = np.array(data, dtype=np.object_).reshape(-1, 1)
+    tensor = grpcclient.InferInput(INPUT, list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _ids_input(rows: Sequence[Sequence[int]]) -> grpcclient.InferInput:
+    array = pack_id_rows(rows)
+    tensor = grpcclient.InferInput(INPUT_IDS, list(array.shape), "INT64")
+    tensor.set_data_from_numpy(array)
+    return tensor
 
 
 def _sum_stats(response: service_pb2.ModelStatisticsResponse) -> ModelStats:

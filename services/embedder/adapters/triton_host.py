@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 # services/embedder/__init__.py -> services/ (for the stub's PYTHONPATH) and the checkout root.
 SERVICES_DIR = Path(embedder.__file__).resolve().parent.parent
 DEFAULT_REPOSITORY = SERVICES_DIR.parent / "deploy" / "triton" / "model_repository"
-DEFAULT_MODELS = ("all_minilm_l6_v2", "hash_bow")
+DEFAULT_MODELS = ("all_minilm_l6_v2", "hash_bow", "hash_bow_256")
 
 # Triton cannot bind port 0: we pick free ports, and another process may take
 # one before Triton binds it; then we start again with fresh ports.

@@ -2,6 +2,9 @@
 
 An input that cannot be embedded fails alone, with a reason; the rest go on.
 Instructions are prefixed here, so the model sees exactly what was asked for.
+An input may come with its token ids (the indexer's chunker has them): they
+travel on only where the model sees the text unchanged, i.e. with no instruction
+prefixed; otherwise the prefixed text is what must be tokenized.
 """
 
 from __future__ import annotations
@@ -28,11 +31,22 @@ class PreparedInputs:
     texts: list[str]  # what the model gets: instruction + text
     indexes: list[int]  # the request position of each prepared text
     failures: list[InputFailure]
+    # Per prepared text, its token ids without special tokens, or () to tokenize the
+    # text; None when no text has ids.
+    token_ids: list[Sequence[int]] | None = None
 
 
 def prepare(
-    texts: Sequence[str], model: ModelSpec, *, is_query: bool, instruction: str | None
+    texts: Sequence[str],
+    model: ModelSpec,
+    *,
+    is_query: bool,
+    instruction: str | None,
+    token_ids: Sequence[Sequence[int]] | None = None,
 ) -> PreparedInputs:
+    """``token_ids``: per text, its ids or an empty sequence (same length as ``texts``)."""
+    if token_ids is not None and len(token_ids) != len(texts):
+        raise ValueError(f"{len(token_ids)} token id rows for {len(texts)} texts")
     prefix = model.instruction_for(is_query, instruction)
     prepared: list[str] = []
     indexes: list[int] = []
@@ -52,7 +66,12 @@ def prepare(
         else:
             prepared.append(prefix + text)
             indexes.append(index)
-    return PreparedInputs(prepared, indexes, failures)
+    ids: list[Sequence[int]] | None = None
+    if token_ids is not None and not prefix:
+        ids = [token_ids[index] for index in indexes]
+        if not any(len(row) for row in ids):
+            ids = None
+    return PreparedInputs(prepared, indexes, failures, ids)
 
 
 def batch_ranges(count: int, size: int) -> list[range]:

@@ -45,6 +45,7 @@ from indexer.adapters.vector_store import (
     VectorCollectionConflict,
     VectorCollectionNotFound,
     VectorPoint,
+    collection_config_for,
     validate_name,
 )
 
@@ -181,13 +182,7 @@ class EdgeVectorStore:
         *,
         system: bool = False,
     ) -> bool:
-        validate_name(name, allow_system=system)
-        if not isinstance(dimension, int) or dimension <= 0:
-            raise InvalidVectorStoreArgument(
-                f"dimension must be a positive integer, got {dimension!r}",
-                metadata={"field": "dimension"},
-            )
-        config = CollectionConfig(dimension, Distance(distance), Quantization(quantization))
+        config = collection_config_for(name, dimension, distance, quantization, system=system)
         return await asyncio.to_thread(self._create_sync, name, config)
 
     async def delete_collection(self, name: str, *, system: bool = False) -> bool:

@@ -56,6 +56,7 @@ from indexer.adapters.vector_store import (
     VectorCollectionNotFound,
     VectorPoint,
     VectorStoreUnavailable,
+    collection_config_for,
     validate_name,
 )
 
@@ -115,13 +116,7 @@ class QdrantServerStore:
         *,
         system: bool = False,
     ) -> bool:
-        validate_name(name, allow_system=system)
-        if not isinstance(dimension, int) or dimension <= 0:
-            raise InvalidVectorStoreArgument(
-                f"dimension must be a positive integer, got {dimension!r}",
-                metadata={"field": "dimension"},
-            )
-        config = CollectionConfig(dimension, Distance(distance), Quantization(quantization))
+        config = collection_config_for(name, dimension, distance, quantization, system=system)
         with translated(name):
             if name in await self._alias_map():
                 raise VectorCollectionConflict(

@@ -2,8 +2,9 @@
 in the tokens the model will actually see.
 
 Chosen by model name through the embedder's model registry. The Hugging Face
-tokenizer gives token ids as well as offsets, so the ids can travel with the
-chunks and the embedder need not tokenize the same text again.
+tokenizer gives token ids (and the word of each token) as well as offsets, so the
+ids can travel with the chunks and the embedder need not tokenize the same text
+again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from indexer.domain.chunking import Encoding, Tokenizer
-from kit.embedding_models import HASH_BOW, MINILM, ModelRegistry, ModelSpec
+from kit.embedding_models import HASH_BOW, HASH_BOW_256, MINILM, ModelRegistry, ModelSpec
 from kit.errors import FailedPrecondition
 from kit.hash_embedding import tokenize as hash_tokenize
 
@@ -43,7 +44,7 @@ class HuggingFaceTokenizer:
 
     def encode(self, text: str) -> Encoding:
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        return Encoding(offsets=encoding.offsets, ids=encoding.ids)
+        return Encoding(offsets=encoding.offsets, ids=encoding.ids, word_ids=encoding.word_ids)
 
 
 # The same tokens as kit.hash_embedding.tokenize: runs of letters or digits.
@@ -124,6 +125,7 @@ def _hash_bow() -> WordTokenizer:
 _FACTORIES: dict[str, Callable[[], Tokenizer]] = {
     MINILM.name: _minilm,
     HASH_BOW.name: _hash_bow,
+    HASH_BOW_256.name: _hash_bow,
 }
 
 

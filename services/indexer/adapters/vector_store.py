@@ -185,6 +185,19 @@ class VectorStoreUnavailable(Unavailable):
     metadata: dict[str, str] = field(default_factory=lambda: {"backend": "qdrant"})
 
 
+def collection_config_for(
+    name: str, dimension: int, distance: Distance, quantization: Quantization, *, system: bool
+) -> CollectionConfig:
+    """The checked config of a collection to create, as every adapter takes it."""
+    validate_name(name, allow_system=system)
+    if not isinstance(dimension, int) or dimension <= 0:
+        raise InvalidVectorStoreArgument(
+            f"dimension must be a positive integer, got {dimension!r}",
+            metadata={"field": "dimension"},
+        )
+    return CollectionConfig(dimension, Distance(distance), Quantization(quantization))
+
+
 def validate_name(name: str, *, what: str = "collection", allow_system: bool = False) -> str:
     """Refuse names that could escape the data dir or take a reserved prefix."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):

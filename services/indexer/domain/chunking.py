@@ -4,6 +4,12 @@ windows sharing exactly ``overlap`` tokens, never crossing a section (page).
 A chunk's text is the exact source substring from its first token's start to
 its last token's end, so offsets map back to the extracted text and the page.
 The tokenizer is a protocol: the domain does no I/O and loads no model.
+
+Where the tokenizer is the model's own, a chunk keeps its token ids, so the
+embedder feeds them to the model instead of tokenizing the text again. That
+must give the text's vector, so only a chunk whose text tokenizes back to its
+ids keeps them: not one that starts inside a word, whose first id is a
+continuation piece ("##bel") that the bare text ("bel...") cannot give.
 """
 
 from __future__ import annotations
@@ -26,10 +32,17 @@ class Section:
 @dataclass(frozen=True)
 class Encoding:
     """One text's tokens: character offsets ``[start, end)`` in order, and the token
-    ids when the model has a vocabulary (so the embedder need not tokenize again)."""
+    ids when the model has a vocabulary (so the embedder need not tokenize again),
+    with the index of the word each token belongs to (a chunk that starts inside a
+    word keeps no ids; without word ids every token counts as a word's start)."""
 
     offsets: Sequence[tuple[int, int]]
     ids: Sequence[int] | None = None
+    word_ids: Sequence[int | None] | None = None
+
+    def starts_word(self, position: int) -> bool:
+        words = self.word_ids
+        return position == 0 or words is None or words[position] != words[position - 1]
 
 
 class Tokenizer(Protocol):
@@ -49,6 +62,8 @@ class Chunk:
     section: int  # index of the section the chunk comes from
     start_char: int  # offsets of ``text`` within that section's text
     end_char: int
+    # The model's ids of ``text`` (no special tokens), where they are exactly what
+    # tokenizing ``text`` gives; None: the embedder tokenizes the text.
     token_ids: tuple[int, ...] | None = None
 
 
@@ -94,7 +109,9 @@ def chunk(
             # min/max, not first/last: robust to a tokenizer whose spans overlap.
             first = min(s for s, _ in window)
             last = max(e for _, e in window)
-            ids = None if encoding.ids is None else tuple(encoding.ids[start:end])
+            ids = None
+            if encoding.ids is not None and encoding.starts_word(start):
+                ids = tuple(encoding.ids[start:end])
             chunks.append(
                 Chunk(
                     index=len(chunks),

@@ -6,68 +6,8 @@ delta. No I/O: the runner and the step modules ask here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class OperationType(StrEnum):
-    INDEX = "INDEX"
-    APPEND = "APPEND"
-    REMOVE_SOURCE = "REMOVE_SOURCE"
-    REINDEX = "REINDEX"
-    DELETE = "DELETE"
-
-
-# protos/README.md, table "Operations".
-STEPS: dict[OperationType, tuple[str, ...]] = {
-    OperationType.INDEX: ("create_collection", "ingest", "finalize"),
-    OperationType.APPEND: ("scan", "ingest", "finalize"),
-    OperationType.REMOVE_SOURCE: ("remove_points", "remove_documents", "finalize"),
-    OperationType.REINDEX: (
-        "preflight",
-        "staging",
-        "reprocessing",
-        "validation",
-        "switch",
-        "cleanup",
-    ),
-    OperationType.DELETE: ("remove_alias", "drop_collections", "finalize"),
-}
-
-# The first step whose work may change what is stored (the orchestrator reads
-# the same rule from the step events): a cancel before it changed nothing.
-# APPEND's scan only reads the directory.
-_FIRST_CHANGING_STEP: dict[OperationType, str] = {
-    OperationType.INDEX: "create_collection",
-    OperationType.APPEND: "ingest",
-    OperationType.REMOVE_SOURCE: "remove_points",
-    OperationType.DELETE: "remove_alias",
-}
-
-
-def changes_collection(operation_type: OperationType, step: str) -> bool:
-    """True when running ``step`` (or any later one) may change what is stored."""
-    first = _FIRST_CHANGING_STEP.get(operation_type)
-    steps = STEPS[operation_type]
-    return first is not None and steps.index(step) >= steps.index(first)
-
-
-class ErrorType(StrEnum):
-    """``OperationError.type`` values (protos/README.md, "Error types of failed operations")."""
-
-    HANDLER_ERROR = "HANDLER_ERROR"
-    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
-    STUCK = "STUCK"
-    CANCELLED = "CANCELLED"
-    VALIDATION_FAILED = "VALIDATION_FAILED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    INVALID_SOURCE_PATH = "INVALID_SOURCE_PATH"
-    SOURCE_UNREADABLE = "SOURCE_UNREADABLE"
-    UNKNOWN_MODEL = "UNKNOWN_MODEL"
-    EMBEDDER_UNAVAILABLE = "EMBEDDER_UNAVAILABLE"
-    VECTOR_STORE_ERROR = "VECTOR_STORE_ERROR"
-    STALE_GENERATION = "STALE_GENERATION"
-    INTERNAL = "INTERNAL"
-
+from kit.operation_protocol import ErrorType, OperationType
 
 # ErrorInfo reasons of the domain errors a step may raise → the operation's error type.
 _TYPE_OF_REASON: dict[str, ErrorType] = {
@@ -78,6 +18,7 @@ _TYPE_OF_REASON: dict[str, ErrorType] = {
     "EMBEDDER_TIMEOUT": ErrorType.EMBEDDER_UNAVAILABLE,
     "EMBEDDER_OVERLOADED": ErrorType.EMBEDDER_UNAVAILABLE,
     "QUOTA_EXCEEDED": ErrorType.QUOTA_EXCEEDED,
+    "VALIDATION_FAILED": ErrorType.VALIDATION_FAILED,
     "STALE_GENERATION": ErrorType.STALE_GENERATION,
     "VECTOR_COLLECTION_NOT_FOUND": ErrorType.VECTOR_STORE_ERROR,
     "VECTOR_COLLECTION_CONFLICT": ErrorType.VECTOR_STORE_ERROR,

@@ -26,9 +26,14 @@ from indexer.adapters.document_repository import (
     SourceStatus,
 )
 from indexer.adapters.vector_store import VectorStore
-from indexer.domain.operation_plan import CollectionFigures, OperationFigures, OperationType
+from indexer.domain.operation_plan import CollectionFigures, OperationFigures
+from indexer.domain.reindex_plan import ReindexTarget
 from indexer.ingest import EmbedFunction
+from indexer.operations.reindex_services import ReindexServices
+from indexer.operations.switch_services import SwitchServices
+from indexer.upload_source import ObjectReader, UploadManifest
 from kit.embedding_models import ModelRegistry
+from kit.operation_protocol import OperationType
 
 # (operation_id, collection_id) → an embedding session for that operation, e.g.
 # ``QueueEmbedder.for_operation``: ``async with embed_for(op, coll) as embed: ...``.
@@ -50,7 +55,8 @@ class OperationOrder:
     source_id: str = ""  # REMOVE_SOURCE
     physical_collections: tuple[str, ...] = ()  # DELETE
     max_documents: int = 0  # 0: no limit
-    uploads: bool = False  # APPEND of uploaded documents (not supported yet)
+    upload: UploadManifest | None = None  # APPEND of an upload source: its documents
+    reindex: ReindexTarget | None = None  # REINDEX: the target config and thresholds
     trace_id: str = ""
     causation_id: str = ""  # the command's event id
 
@@ -72,6 +78,9 @@ class OperationServices:
     registry: ModelRegistry
     source_roots: Sequence[Path]
     embed_for: EmbedSessions
+    uploads: ObjectReader | None = None  # the bucket of uploaded documents
+    reindex: ReindexServices | None = None  # what REINDEX needs; None: not run here
+    reindex_switch: SwitchServices | None = None  # REINDEX's switch and cleanup
     embed_batch_chunks: int = 64
     embed_in_flight: int = 8
     progress_interval_seconds: float = 0.5
@@ -80,7 +89,7 @@ class OperationServices:
 @dataclass(frozen=True)
 class StepOutput:
     checkpoint: dict[str, Any]
-    result: Message | None = None  # IngestResult, RemoveSourceResult or DeleteResult
+    result: Message | None = None  # the StepCompleted result, e.g. IngestResult, Reindex*Result
 
 
 @dataclass

@@ -3,7 +3,8 @@
 
 Everything that can refuse the operation (the model, every source path, the
 document limit) is checked before its first write. ``ingest`` runs the ingest
-pipeline over each directory source of the command in turn; point ids are
+pipeline over each directory source of the command in turn, or, for an APPEND
+of uploaded documents, over exactly the documents of its manifest; point ids are
 derived from (document, chunk), so a redelivered command overwrites what an
 interrupted run wrote and unchanged documents are skipped by their hash.
 ``finalize`` points the alias at the physical collection: only then does the
@@ -13,17 +14,31 @@ collection serve searches.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from indexer.adapters.document_repository import SourceRecord
 from indexer.adapters.vector_store import Distance
+from indexer.domain.operation_plan import OperationType
 from indexer.domain.sources import iter_source_files
-from indexer.ingest import IngestCancelled, Ingestor, IngestProgress
+from indexer.ingest import (
+    IngestCancelled,
+    Ingestor,
+    IngestProgress,
+    IngestResult,
+    ProgressCallback,
+)
 from indexer.operations.base import StepContext, StepOutput, collection_figures
+from indexer.upload_source import ObjectReader, UploadManifest
 from kit.embedding_models import Quantization
-from kit.errors import FieldViolation, InvalidArgument, NotImplementedYet, ResourceExhausted
+from kit.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotImplementedYet,
+    ResourceExhausted,
+)
 from kit.source_paths import resolve_source
 from vectorops.events.v1 import operation_events_pb2
 
@@ -38,13 +53,56 @@ INGEST_KEYS = (
 
 
 def _directory_sources(ctx: StepContext) -> list[SourceRecord]:
-    if ctx.order.uploads or any(s.kind != "directory" for s in ctx.order.sources):
+    if ctx.order.upload is not None or any(s.kind != "directory" for s in ctx.order.sources):
+        raise InvalidArgument(
+            "an upload source is only appended, with the manifest of its upload",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "sources"},
+        )
+    return list(ctx.order.sources)
+
+
+def _upload(ctx: StepContext) -> tuple[SourceRecord, UploadManifest] | None:
+    """An APPEND of uploaded documents: its source and manifest (None for a
+    directory's). The documents are read from the bucket the manifest names,
+    which must be the one this indexer reads."""
+    order = ctx.order
+    if order.type is not OperationType.APPEND or order.upload is None:
+        return None
+    [source] = order.sources
+    if source.kind != "upload":
+        raise InvalidArgument(
+            "an upload manifest came with a directory source",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "source"},
+        )
+    return source, order.upload
+
+
+def _bucket(ctx: StepContext, manifest: UploadManifest) -> ObjectReader:
+    bucket = ctx.services.uploads
+    if bucket is None:
         raise NotImplementedYet(
-            "uploaded documents are not supported by this indexer yet",
+            "this indexer reads no upload bucket",
             reason="NOT_IMPLEMENTED",
             metadata={"method": "AppendCommand.upload"},
         )
-    return list(ctx.order.sources)
+    if manifest.bucket != bucket.name:
+        raise DomainError(
+            f"the upload is in bucket {manifest.bucket!r}; this indexer reads {bucket.name!r}",
+            reason="SOURCE_UNREADABLE",
+        )
+    return bucket
+
+
+def _check_document_limit(ctx: StepContext, found: int) -> None:
+    limit = ctx.order.max_documents
+    if limit and found > limit:
+        raise ResourceExhausted(
+            f"the sources hold {found} documents, more than the {limit} this operation may index",
+            reason="QUOTA_EXCEEDED",
+            metadata={"owner_id": ctx.order.owner_id, "limit": "documents"},
+        )
 
 
 def _count_files(root: Path, source: SourceRecord) -> int:
@@ -63,12 +121,7 @@ async def _checked_sources(ctx: StepContext, *, count: bool) -> int:
         root = resolve_source(source.path, roots, field=f"sources[{source.source_id}].path")
         if count or limit:
             found += await asyncio.to_thread(_count_files, root, source)
-    if limit and found > limit:
-        raise ResourceExhausted(
-            f"the sources hold {found} documents, more than the {limit} this operation may index",
-            reason="QUOTA_EXCEEDED",
-            metadata={"owner_id": ctx.order.owner_id, "limit": "documents"},
-        )
+    _check_document_limit(ctx, found)
     return found
 
 
@@ -109,6 +162,15 @@ def _quantization(raw: object) -> Quantization:
 
 
 async def scan(ctx: StepContext) -> StepOutput:
+    upload = _upload(ctx)
+    if upload is not None:
+        source, manifest = upload
+        _bucket(ctx, manifest)
+        found = len(manifest.documents)
+        _check_document_limit(ctx, found)
+        await ctx.services.repository.add_source(source)
+        ctx.figures.documents_total = found
+        return StepOutput({"source_id": source.source_id, "documents_found": found})
     [source] = _directory_sources(ctx)
     found = await _checked_sources(ctx, count=True)
     await ctx.services.repository.add_source(source)
@@ -129,7 +191,32 @@ async def ingest(ctx: StepContext) -> StepOutput:
             progress_interval_seconds=services.progress_interval_seconds,
             registry=services.registry,
         )
-        for source in _directory_sources(ctx):
+        upload = _upload(ctx)
+
+        def run(source: SourceRecord, progress: ProgressCallback) -> Awaitable[IngestResult]:
+            if upload is not None:
+                manifest = upload[1]
+                bucket = _bucket(ctx, manifest)
+                return ingestor.ingest_upload(
+                    order.collection,
+                    source,
+                    manifest,
+                    bucket,
+                    order.operation_id,
+                    progress,
+                    cancelled=ctx.cancel,
+                )
+            return ingestor.ingest_directory(
+                order.collection,
+                source,
+                services.source_roots,
+                order.operation_id,
+                progress,
+                cancelled=ctx.cancel,
+            )
+
+        sources = [upload[0]] if upload is not None else _directory_sources(ctx)
+        for source in sources:
             done_before = IngestProgress(**asdict(totals))
 
             async def progress(report: IngestProgress, base: IngestProgress = done_before) -> None:
@@ -137,14 +224,7 @@ async def ingest(ctx: StepContext) -> StepOutput:
                 await ctx.report()
 
             try:
-                result = await ingestor.ingest_directory(
-                    order.collection,
-                    source,
-                    services.source_roots,
-                    order.operation_id,
-                    progress,
-                    cancelled=ctx.cancel,
-                )
+                result = await run(source, progress)
             except IngestCancelled as stopped:
                 _show(ctx, _sum(done_before, stopped.result))
                 ctx.check_cancelled()

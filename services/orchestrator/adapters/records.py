@@ -34,6 +34,9 @@ class SourceSpec:
     path: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Chosen by UploadDocuments, whose objects are named by the source id
+    # before the source is stored; "" lets the repository pick one.
+    id: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from orchestrator.adapters.records import (
     physical_name_for,
     source_from,
 )
-from orchestrator.domain.collections import GONE, can_start, status_after
+from orchestrator.domain.collections import GONE, can_start, status_after, switch_checkpoint
 from orchestrator.domain.operations import (
     CollectionStatus,
     DomainEvent,
@@ -45,7 +45,13 @@ from orchestrator.domain.operations import (
     OperationStatus,
     OperationType,
 )
-from orchestrator.domain.step_events import CollectionFigures, figures_to_record
+from orchestrator.domain.reindex import CleanupDelay, Switch, SwitchRequest, fence_switch, retire
+from orchestrator.domain.step_events import (
+    CollectionFigures,
+    StagingChange,
+    figures_to_record,
+    staging_change,
+)
 from vectorops.events.v1 import envelope_pb2
 
 OutboxRows = Sequence[tuple[str, envelope_pb2.Envelope]]
@@ -156,6 +162,7 @@ class OrchestratorRepository:
         preempt_outbox: Callable[[OperationRecord, list[DomainEvent]], OutboxRows] = (
             lambda record, events: ()
         ),
+        admit: Callable[[CollectionRecord], None] | None = None,
     ) -> tuple[CollectionRecord | None, OperationRecord, bool]:
         """Start an operation on an existing collection, one at a time.
 
@@ -165,8 +172,10 @@ class OrchestratorRepository:
         an admin acting on any owner's collection. ``preempt`` (a forced
         DeleteCollection: the domain's cancel) first ends the active operation,
         in the same transaction, with the outbox rows ``preempt_outbox`` makes
-        of that operation (as it was) and the transition's events. The
-        collection is None only for a retry whose collection is gone since.
+        of that operation (as it was) and the transition's events. ``admit``
+        (a REINDEX's own checks) may refuse the collection as it is under the
+        lock, after ``can_start``. The collection is None only for a retry
+        whose collection is gone since.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             key_owner = owner_id if owner_id is not None else ""
@@ -188,6 +197,8 @@ class OrchestratorRepository:
             can_start(
                 CollectionStatus(row["status"]), str(active) if active else None, collection_id
             )
+            if admit is not None:
+                admit(collection_from(row, ()))
             if new_source is not None:
                 source_id = await self._add_or_rescan_source(conn, collection_id, new_source, now)
             elif source_id is not None:
@@ -289,12 +300,15 @@ class OrchestratorRepository:
         outbox_for: Callable[[list[DomainEvent]], OutboxRows],
         *,
         resources: ResourceFigures | None = None,
+        result: Mapping[str, Any] | None = None,
     ) -> tuple[OperationRecord, list[DomainEvent]]:
         """Run ``transition`` on the stored operation and persist what it returns,
         the collection's resulting status and the events' outbox rows, atomically.
 
         A transition that changes nothing writes nothing (redelivered events),
-        not even ``resources`` (the worker's figures that came with it).
+        not even ``resources`` (the worker's figures that came with it) or
+        ``result`` (entries merged into the operation's result, e.g. a REINDEX's
+        validation figures).
         Only the collection's active operation moves its status: a late event
         for an older operation cannot overwrite a newer one's state.
         """
@@ -318,17 +332,101 @@ class OrchestratorRepository:
             await self._update_operation(conn, new)
             if resources is not None:
                 await self._write_resources(conn, new.id, resources)
+            if result:
+                await self._merge_result(conn, new.id, result)
             if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
                 await self._settle_collection(conn, new, events, current.source_id)
             await self._write_outbox(conn, outbox_for(events))
             await self._notify(conn, new.id)
             return await self._operation(conn, new.id, None), events
 
+    async def complete_reindex(
+        self,
+        request: SwitchRequest,
+        now: datetime,
+        delay: CleanupDelay,
+        outbox: Callable[[CollectionRecord, OperationRecord, Switch], OutboxRows],
+    ) -> tuple[CollectionRecord, Switch, bool]:
+        """The atomic switch of a REINDEX: the collection now serves from its
+        staging collection. Returns the collection, what the switch did and
+        ``replayed`` (True: a repeat, answered from the first call's record,
+        nothing written).
+
+        Under the collection's then the operation's row lock (so a concurrent
+        repeat waits and then sees the switch done, and a cancel cannot slip
+        in between): fence the call, complete the ``switch`` step through the
+        domain, point the collection at the staging collection with the new
+        generation, config and counts, retire the old physical collection, and
+        write ``outbox``'s rows, all in one transaction.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._lock_collection(conn, request.collection_id, None)
+            op_row = await conn.fetchrow(
+                f"""SELECT * FROM {self._s}.operations
+                    WHERE id = $1 AND collection_id = $2 FOR UPDATE""",
+                keyset.uuid_or_not_found(
+                    request.operation_id, "OPERATION_NOT_FOUND", "operation_id"
+                ),
+                row["id"],
+            )
+            if op_row is None:
+                raise _operation_not_found(request.operation_id)
+            record = operation_from(op_row)
+            generation = row["generation"]
+            if fence_switch(record.operation, generation, request, row["staging_collection"]):
+                done = Switch.from_json((record.result or {})["switch"])
+                return await self._collection(conn, row["id"], None), done, True
+            switch = Switch(
+                from_generation=generation,
+                to_generation=generation + 1,
+                physical_collection=request.staging_collection,
+                retired_collections=(row["physical_collection"],),
+                cleanup_not_before=now + delay.for_vectors(row["vector_count"]),
+            )
+            checkpoint = switch_checkpoint(generation, request.staging_collection)
+            new, events = record.operation.complete_step("switch", checkpoint, now)
+            await self._update_operation(conn, new)
+            result = {"validation": dict(request.validation), "switch": switch.to_json()}
+            await self._merge_result(conn, new.id, result)
+            old_physical = json.loads(row["old_physical_collections"])
+            await conn.execute(
+                f"""UPDATE {self._s}.collections SET physical_collection = $2,
+                        staging_collection = NULL, generation = $3, config = $4::jsonb,
+                        document_count = $5, vector_count = $6, stored_bytes = $7,
+                        old_physical_collections = $8::jsonb, updated_at = $9
+                    WHERE id = $1""",
+                row["id"],
+                switch.physical_collection,
+                switch.to_generation,
+                json.dumps(dict(record.config)),
+                request.document_count,
+                request.vector_count,
+                request.stored_bytes,
+                json.dumps(list(retire(old_physical, row["physical_collection"]))),
+                now,
+            )
+            await self._settle_collection(conn, new, events)
+            collection = await self._collection(conn, row["id"], None)
+            switched = await self._operation(conn, new.id, None)
+            await self._write_outbox(conn, outbox(collection, switched, switch))
+            await self._notify(conn, new.id)
+            return collection, switch, False
+
     async def record_resources(self, operation_id: str, figures: ResourceFigures) -> None:
         """Store the work's measured resources (the latest report wins), also
         for a finished operation: its final figures come after its end."""
         async with self._pool.acquire() as conn:
             await self._write_resources(conn, operation_id, figures)
+
+    async def _merge_result(
+        self, conn: asyncpg.Connection, operation_id: str, entries: Mapping[str, Any]
+    ) -> None:
+        await conn.execute(
+            f"""UPDATE {self._s}.operations
+                SET result = coalesce(result, '{{}}'::jsonb) || $2::jsonb WHERE id = $1""",
+            uuid.UUID(operation_id),
+            json.dumps(dict(entries)),
+        )
 
     async def _write_resources(
         self, conn: asyncpg.Connection, operation_id: str, figures: ResourceFigures
@@ -578,7 +676,7 @@ class OrchestratorRepository:
     async def _insert_source(
         self, conn: asyncpg.Connection, collection_id: str, source: SourceSpec, now: datetime
     ) -> str:
-        source_id = str(uuid.uuid4())
+        source_id = source.id or str(uuid.uuid4())
         inserted = await conn.fetchval(
             f"""INSERT INTO {self._s}.sources
                     (id, collection_id, kind, path, include, exclude, created_at)
@@ -613,6 +711,14 @@ class OrchestratorRepository:
         ) == list(source.exclude)
         if not same_globs:
             raise _source_exists(str(existing["id"]))
+        if source.id and str(existing["id"]) != source.id:
+            # A preset id (an upload's) names a new source; another one with its
+            # path (a concurrent upload with the same label) is not it.
+            raise AlreadyExists(
+                f"the collection already has an upload source labelled {source.path!r}",
+                reason="SOURCE_ALREADY_EXISTS",
+                metadata={"source_id": str(existing["id"])},
+            )
         return str(existing["id"])
 
     async def _live_source(
@@ -719,6 +825,9 @@ class OrchestratorRepository:
         figures = figures_to_record(op, events)
         if figures is not None:
             await self._write_figures(conn, op.collection_id, figures)
+        staging = staging_change(op, events)
+        if staging is not None:
+            await self._write_staging(conn, op.collection_id, staging)
         if op.type is OperationType.REMOVE_SOURCE and op.status is OperationStatus.COMPLETED:
             await self._mark_source_removed(conn, op.collection_id, source_id)
         message = op.error.message if op.error and op.finished else ""
@@ -732,6 +841,15 @@ class OrchestratorRepository:
             message,
             op.finished,
             now,
+        )
+
+    async def _write_staging(
+        self, conn: asyncpg.Connection, collection_id: str, change: StagingChange
+    ) -> None:
+        await conn.execute(
+            f"UPDATE {self._s}.collections SET staging_collection = $2 WHERE id = $1",
+            uuid.UUID(collection_id),
+            change.name,
         )
 
     async def _write_figures(

@@ -21,15 +21,8 @@ from enum import StrEnum
 from typing import Any
 
 from kit.errors import FailedPrecondition
+from kit.operation_protocol import STEPS, ErrorType, OperationType, changes_collection
 from kit.sanitise import sanitise
-
-
-class OperationType(StrEnum):
-    INDEX = "INDEX"
-    APPEND = "APPEND"
-    REMOVE_SOURCE = "REMOVE_SOURCE"
-    REINDEX = "REINDEX"
-    DELETE = "DELETE"
 
 
 class OperationStatus(StrEnum):
@@ -59,50 +52,6 @@ class CollectionStatus(StrEnum):
     DELETING = "DELETING"
 
 
-class ErrorType(StrEnum):
-    """``OperationError.type`` values (protos/README.md)."""
-
-    HANDLER_ERROR = "HANDLER_ERROR"
-    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
-    STUCK = "STUCK"
-    CANCELLED = "CANCELLED"
-    VALIDATION_FAILED = "VALIDATION_FAILED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    INVALID_SOURCE_PATH = "INVALID_SOURCE_PATH"
-    SOURCE_UNREADABLE = "SOURCE_UNREADABLE"
-    UNKNOWN_MODEL = "UNKNOWN_MODEL"
-    EMBEDDER_UNAVAILABLE = "EMBEDDER_UNAVAILABLE"
-    VECTOR_STORE_ERROR = "VECTOR_STORE_ERROR"
-    STALE_GENERATION = "STALE_GENERATION"
-    INTERNAL = "INTERNAL"
-
-
-STEPS: dict[OperationType, tuple[str, ...]] = {
-    OperationType.INDEX: ("create_collection", "ingest", "finalize"),
-    OperationType.APPEND: ("scan", "ingest", "finalize"),
-    OperationType.REMOVE_SOURCE: ("remove_points", "remove_documents", "finalize"),
-    OperationType.REINDEX: (
-        "preflight",
-        "staging",
-        "reprocessing",
-        "validation",
-        "switch",
-        "cleanup",
-    ),
-    OperationType.DELETE: ("remove_alias", "drop_collections", "finalize"),
-}
-
-# The first step whose *start* may change what the collection serves: once it
-# has begun, a cancel can no longer put the collection back as it was. "scan"
-# only reads. A REINDEX builds into staging (deleted on failure) and changes the
-# live collection only in the switch transaction, so it counts at the switch's
-# *completion* (see ``_changes_on_complete``).
-_FIRST_CHANGING_STEP: dict[OperationType, str] = {
-    OperationType.INDEX: "create_collection",
-    OperationType.APPEND: "ingest",
-    OperationType.REMOVE_SOURCE: "remove_points",
-    OperationType.DELETE: "remove_alias",
-}
 REINDEX_SWITCH = "switch"
 REINDEX_VALIDATION = "validation"
 
@@ -386,8 +335,7 @@ class Operation:
             )
 
     def _changes_on_begin(self, step: str) -> bool:
-        first = _FIRST_CHANGING_STEP.get(self.type)
-        return first is not None and self.steps.index(step) >= self.steps.index(first)
+        return changes_collection(self.type, step)
 
     def _changes_on_complete(self, step: str) -> bool:
         return self.type is OperationType.REINDEX and step == REINDEX_SWITCH

