@@ -55,6 +55,7 @@ test: $(STUBS) lint-proto lint
 bench: $(STUBS)
 	$(PY) bench/embedder_throughput.py
 	$(PY) bench/indexing_throughput.py
+	$(PY) bench/reindex_latency.py
 
 clean:
 	rm -rf $(VENV) node_modules services/vectorops

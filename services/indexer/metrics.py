@@ -61,3 +61,10 @@ STAGING_DISCARDED = Counter(
     "by why: failed or cancelled.",
     ["why"],
 )
+
+SWITCH_SECONDS = Histogram(
+    "vectorops_indexer_reindex_switch_duration_seconds",
+    "A REINDEX's switch as the indexer sees it: CompleteReindex (the orchestrator's "
+    "transaction) plus the alias move and the local bookkeeping.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

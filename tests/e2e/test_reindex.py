@@ -157,3 +157,56 @@ def test_reindex_to_a_model_of_another_dimension(stack, client) -> None:
         response = client.search(collection_id, probe.query)
         assert response.embedding_model == HASH_256 and response.hits
     assert ServiceName.INDEXER in stack.endpoints
+
+
+def test_failed_validation_leaves_the_old_collection_serving(stack, client) -> None:
+    root = stack.options.roots()[0] / f"failing-{uuid.uuid4().hex[:8]}"
+    probes = write_source(root, FIRST_SOURCE)
+    created = client.create(
+        f"failing-{uuid.uuid4().hex[:6]}", config(HASH_MODEL, 64, 8), [directory(str(root))]
+    )
+    collection_id = created.collection.id
+    client.finish(created.operation.id)
+    before = client.get(collection_id)
+    impossible = operation_pb2.ValidationThresholds(min_topk_overlap=1.0, max_score_drift=1e-9)
+    operation = client.reindex(collection_id, config(HASH_MODEL, 16, 2), thresholds=impossible)
+    final = client.watch(operation.id)[-1]
+    assert final.status == operation_pb2.OPERATION_STATUS_FAILED
+    assert final.error.type == "VALIDATION_FAILED" and final.error.step == "validation"
+    assert not final.validation.passed and final.validation.checks  # the figures are kept
+    after = client.get(collection_id)
+    assert after.status == operation_pb2.COLLECTION_STATUS_DEGRADED and after.searchable
+    assert (after.physical_collection, after.generation) == (
+        before.physical_collection,
+        before.generation,
+    )
+    assert after.staging_collection == ""
+    assert final.staging_collection not in _physical_collections(stack)  # deleted at once
+    assert client.search(collection_id, probes[0].query).hits[0].path == probes[0].path
+
+
+def test_indexer_killed_during_reprocessing_resumes_and_completes(stack, client) -> None:
+    root = stack.options.roots()[0] / f"resume-{uuid.uuid4().hex[:8]}"
+    write_text_corpus(root, 150, 200)
+    created = client.create(
+        f"resume-{uuid.uuid4().hex[:6]}", config(HASH_MODEL, 64, 8), [directory(str(root))]
+    )
+    collection_id = created.collection.id
+    client.finish(created.operation.id)
+    lenient = operation_pb2.ValidationThresholds(min_topk_overlap=0.05)
+    operation = client.reindex(collection_id, config(MINILM, 64, 8), thresholds=lenient)
+    _wait_until(
+        lambda: (
+            client.operation(operation.id).current_step == "reprocessing"
+            and client.operation(operation.id).progress.documents_done >= 5
+        ),
+        120,
+        "reprocessing to be under way",
+    )
+    stack.kill(ServiceName.INDEXER)
+    stack.start_service(ServiceName.INDEXER)
+    final = client.finish(operation.id, timeout=300)
+    assert final.last_checkpoint == "cleanup"
+    after = client.get(collection_id)
+    assert after.config.embedding_model == MINILM
+    assert after.vector_count == sum(d.chunk_count for d in client.list_documents(collection_id))

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from indexer.adapters.orchestrator_client import SwitchAnswer, SwitchRequest
 from indexer.adapters.reindex_switches import SwitchRecord, SwitchTarget
+from indexer.metrics import SWITCH_SECONDS
 from indexer.operations.base import StepCancelled, StepContext, StepOutput
 from indexer.operations.switch_services import SwitchServices
 from kit.errors import DeadlineExceeded, FailedPrecondition, Unavailable
@@ -64,6 +65,11 @@ def _services(ctx: StepContext) -> SwitchServices:
 
 
 async def switch_step(ctx: StepContext) -> StepOutput:
+    with SWITCH_SECONDS.time():
+        return await _switch(ctx)
+
+
+async def _switch(ctx: StepContext) -> StepOutput:
     services = _services(ctx)
     order = ctx.order
     staging = str(ctx.checkpoints["staging"]["staging_collection"])
