@@ -1,8 +1,8 @@
 """A blue-green REINDEX on the indexer, from real commands, through its first
 four checkpoints: preflight, staging, reprocessing, validation.
 
-Real parts, as in ``test_indexer_operations`` (whose bus, embedder and helpers
-this module reuses): a nats-server of this module's own, a fresh Postgres
+Real parts, as in ``test_indexer_operations`` (the bus, embedder and helpers
+of ``indexer_harness``): a nats-server of this module's own, a fresh Postgres
 database per test, Qdrant's embedded engine in a temp dir, documents embedded
 through the work queue by an in-process ``EmbedWorker`` on the session's
 Triton; here also the embedder's gRPC service (in-process, same Triton) for the
@@ -23,29 +23,36 @@ import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
-import test_indexer_operations as operations
-from google.protobuf.message import Message
-from prometheus_client import REGISTRY
-from test_indexer_operations import (
+from indexer_harness import (
     MODEL,
+    SCHEMA,
     Collector,
     Event,
+    Gate,
+    Indexer,
     chunks_by_document,
     completed_steps,
     directory,
     eventually,
     index_command,
+    migrated_pool,
     snapshot,
     state,
 )
+
+# This module's own nats-server, its bus and an embedder on its work queue
+# (module-scoped: one set per module).
+from indexer_harness import bus as bus
+from indexer_harness import embed_worker as embed_worker
+from indexer_harness import own_nats as own_nats
+from prometheus_client import REGISTRY
 
 from embedder.embedding import Embedder, Limits
 from embedder.servicer import EmbedderServicer
@@ -57,7 +64,7 @@ from indexer.adapters.reindex_repository import ReindexRepository
 from indexer.adapters.resources_client import ResourcesClient
 from indexer.adapters.tokenizers import tokenizer_for
 from indexer.cancellations import Cancellations, CancelListener
-from indexer.commands import DURABLE, CommandConsumer, consumer_spec
+from indexer.commands import CommandConsumer, consumer_spec
 from indexer.domain.chunking import chunk
 from indexer.domain.documents import document_id
 from indexer.domain.staging import parse_staging
@@ -68,20 +75,16 @@ from indexer.operation_runner import OperationRunner
 from indexer.operations.base import OperationOrder, OperationServices
 from indexer.operations.reindex_services import ReindexServices
 from kit.auth import Principal, Role, TokenAuthenticator, digest
-from kit.bus import subjects
 from kit.bus.jetstream import Delivery, JetStream
 from kit.bus.object_store import UPLOADS_BUCKET, ObjectBucket, upload_object_name
 from kit.bus.topology import COMMANDS
-from kit.db.migrations import load_migrations, migrate
 from kit.embedding_models import ModelRegistry
-from kit.events import new_envelope
 from kit.grpc.server import RunningServer, bind, create_server
 from resources.server import bindings as resources_bindings
 from vectorops.common.v1 import config_pb2, operation_pb2, source_pb2
 from vectorops.embedder.v1 import embedder_service_pb2_grpc
 from vectorops.events.v1 import commands_pb2, operation_events_pb2
 
-SCHEMA = "indexer"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TOKEN = "indexer-service-token"
 REINDEX_STEPS = ["preflight", "staging", "reprocessing", "validation"]
@@ -98,13 +101,6 @@ CHECKPOINT_KEYS = {
 }
 CHECK_NAMES = ["point_count", "topk_overlap", "score_drift", "collection_status"]
 TOPICS = ["tides", "glaciers", "kettles", "basalt", "orchards", "lighthouses"]
-
-# This module's own nats-server, its bus and an embedder on its work queue, as
-# test_indexer_operations has them (module-scoped: one set per module).
-own_nats = operations.own_nats
-bus = operations.bus
-embed_worker = operations.embed_worker
-
 
 # --- the embedder's and the resources' gRPC services -------------------------------------
 
@@ -135,41 +131,6 @@ async def peers(triton_client) -> AsyncIterator[str]:
     await running.set_serving()
     yield f"127.0.0.1:{running.port}"
     await running.server.stop(0)
-
-
-class Gate:
-    """The queue embedder, with a latch (as test_indexer_operations has it, passing
-    every option on): after ``hold_after(n)``, calls past the n-th wait for
-    ``open()`` — a point mid-reprocessing where the test can act."""
-
-    def __init__(self, queue: QueueEmbedder) -> None:
-        self._queue = queue
-        self._limit: int | None = None
-        self._calls = 0
-        self.held = asyncio.Event()
-        self._release = asyncio.Event()
-
-    def hold_after(self, calls: int) -> None:
-        self._limit, self._calls = calls, 0
-        self.held.clear()
-        self._release.clear()
-
-    def open(self) -> None:
-        self._limit = None
-        self._release.set()
-
-    @asynccontextmanager
-    async def for_operation(self, operation_id: str, collection_id: str):
-        async with self._queue.for_operation(operation_id, collection_id) as embed:
-
-            async def gated(model: str, texts: list[str], **options: Any):
-                self._calls += 1
-                if self._limit is not None and self._calls > self._limit:
-                    self.held.set()
-                    await self._release.wait()
-                return await embed(model, texts, **options)
-
-            yield gated
 
 
 class CountingQueries:
@@ -228,66 +189,17 @@ class WitnessStore(EdgeVectorStore):
 # --- an indexer that runs REINDEX -------------------------------------------------------
 
 
-@dataclass
-class Reindexer:
-    bus: JetStream
-    repository: DocumentRepository
-    journal: OperationJournal
+@dataclass(kw_only=True)
+class Reindexer(Indexer):
+    """The indexer with what a REINDEX uses; its cancel waits until heard."""
+
     runs: ReindexRepository
-    store: WitnessStore
-    gate: Gate
     events: PausingEvents
     queries: CountingQueries
-    consumer: CommandConsumer
-    collector: Collector
-    roots: Path
-    stop: asyncio.Event
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    sequences: dict[str, int] = field(default_factory=dict)
-    consuming: bool = False
-
-    def start_consuming(self) -> None:
-        if not self.consuming:
-            self.consuming = True
-            self.tasks.append(asyncio.create_task(self.consumer.run(self.bus, self.stop)))
-
-    async def send(self, kind: str, command: Message) -> str:
-        envelope = new_envelope(
-            command,
-            producer="orchestrator",
-            operation_id=command.operation_id,
-            collection_id=command.collection.collection_id,
-            owner_id=command.collection.owner_id,
-        )
-        ack = await self.bus.publish(
-            subjects.command_subject(kind), envelope.SerializeToString(), msg_id=envelope.event_id
-        )
-        self.sequences[command.operation_id] = ack.seq
-        return command.operation_id
 
     async def cancel(self, operation_id: str, collection_id: str) -> None:
-        command = commands_pb2.CancelOperationCommand(
-            operation_id=operation_id, collection_id=collection_id, reason="cancelled on request"
-        )
-        envelope = new_envelope(command, producer="orchestrator", operation_id=operation_id)
-        await self.bus.publish(
-            subjects.CANCEL, envelope.SerializeToString(), msg_id=envelope.event_id
-        )
+        await super().cancel(operation_id, collection_id)
         await eventually(lambda: self.journal.is_cancelled(operation_id), "the cancel was heard")
-
-    async def settled(self, operation_id: str) -> list[Event]:
-        sequence = self.sequences[operation_id]
-
-        async def acked() -> bool:
-            info = await self.bus.js.consumer_info(COMMANDS.name, DURABLE)
-            return info.ack_floor.stream_seq >= sequence
-
-        await eventually(acked, f"the command of {operation_id} was acked")
-        await self.collector.drain(self.bus)
-        return self.collector.of(operation_id)
-
-    async def run(self, kind: str, command: Message) -> list[Event]:
-        return await self.settled(await self.send(kind, command))
 
     async def paused(self) -> None:
         await eventually(self.events.paused.is_set, "the operation paused after its step")
@@ -306,9 +218,7 @@ async def reindexer(
 ) -> AsyncIterator[Reindexer]:
     # A command left unacked by an earlier test of this module is not ours.
     await bus.js.purge_stream(COMMANDS.name)
-    pool = await asyncpg.create_pool(database, min_size=1, max_size=8)
-    async with pool.acquire() as conn:
-        await migrate(conn, SCHEMA, load_migrations("kit") + load_migrations("indexer"))
+    pool = await migrated_pool(database)
     repository = DocumentRepository(pool, SCHEMA)
     journal = OperationJournal(pool, SCHEMA)
     runs = ReindexRepository(pool, SCHEMA)
