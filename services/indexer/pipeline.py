@@ -36,7 +36,6 @@ from indexer.domain.chunking import Tokenizer, chunk
 from indexer.domain.documents import content_hash
 from indexer.extraction import ExtractionError, ExtractionFailure, extract
 from indexer.ingest_progress import ProgressReporter
-from indexer.search_priority import SEARCH_PRIORITY
 from kit.embedding_models import Quantization
 
 EMBEDDING_FAILED = "EMBEDDING_FAILED"
@@ -214,7 +213,6 @@ class IngestPipeline:
         for group in _groups(documents):
             if self._cancelled():
                 break
-            await SEARCH_PRIORITY.yield_to_searches()
             for document in await asyncio.to_thread(_prepare_group, group, self._settings):
                 await prepared.put(document)
         else:
@@ -235,7 +233,6 @@ class IngestPipeline:
 
         async def send() -> bool:
             nonlocal batch
-            await SEARCH_PRIORITY.yield_to_searches()
             await slots.acquire()
             if self._cancelled():
                 slots.release()
@@ -306,7 +303,6 @@ class IngestPipeline:
                     break
                 group.append(more)
                 points += len(more.chunks)
-            await SEARCH_PRIORITY.yield_to_searches()
             await self._writer.write(group)
             await self._reporter.changed()
 

@@ -26,7 +26,6 @@ from indexer.adapters.embedder_client import QueryEmbeddings
 from indexer.adapters.vector_store import ScoredPoint, VectorCollectionNotFound, VectorStore
 from indexer.domain.scores import merge
 from indexer.domain.search_request import SearchQuery
-from indexer.search_priority import SEARCH_PRIORITY
 from kit.auth import Principal
 from kit.errors import FailedPrecondition, NotFound, PreconditionViolation
 
@@ -125,11 +124,10 @@ class Searcher:
         """One collection: NOT_FOUND (COLLECTION_NOT_FOUND) when the caller may not
         see it, FAILED_PRECONDITION (COLLECTION_NOT_SEARCHABLE) when nothing is live."""
         started = time.perf_counter()
-        with SEARCH_PRIORITY.searching():
-            collection = await readable_collection(self._repository, principal, collection_id)
-            await self._require_live(collection)
-            embedded = await self._embed(collection, query, deadline_seconds)
-            hits = await self._search_alias(collection, embedded.vectors[0], query)
+        collection = await readable_collection(self._repository, principal, collection_id)
+        await self._require_live(collection)
+        embedded = await self._embed(collection, query, deadline_seconds)
+        hits = await self._search_alias(collection, embedded.vectors[0], query)
         return CollectionHits(
             collection, embedded.model, hits, took_seconds=time.perf_counter() - started
         )
@@ -146,14 +144,11 @@ class Searcher:
         distinct (model, instruction); hits merge by per-collection normalised score
         (``indexer.domain.scores``) into the ``top_k`` best overall."""
         started = time.perf_counter()
-        with SEARCH_PRIORITY.searching():
-            resolved = await _all(self._resolve(principal, cid) for cid in collection_ids)
-            live = [item for item in resolved if isinstance(item, CollectionRecord)]
-            skipped = [item for item in resolved if isinstance(item, Skipped)]
-            vectors = await self._embed_once_per_model(live, query, deadline_seconds)
-            searched = await _all(
-                self._search_or_skip(c, vectors[_model_key(c)], query) for c in live
-            )
+        resolved = await _all(self._resolve(principal, cid) for cid in collection_ids)
+        live = [item for item in resolved if isinstance(item, CollectionRecord)]
+        skipped = [item for item in resolved if isinstance(item, Skipped)]
+        vectors = await self._embed_once_per_model(live, query, deadline_seconds)
+        searched = await _all(self._search_or_skip(c, vectors[_model_key(c)], query) for c in live)
         lists = [hits for hits in searched if isinstance(hits, list)]
         skipped += [item for item in searched if isinstance(item, Skipped)]
         ranked = merge(lists, lambda hit: hit.score, query.top_k)
