@@ -1,14 +1,26 @@
-"""The audit service's gRPC surface. The audit log lands with the audit issue;
-until then each RPC answers UNIMPLEMENTED."""
+"""The audit service: the audit sink (durable consumer on VO_AUDIT) and the
+AuditService queries over the append-only, hash-chained log."""
 
+from audit.adapters.audit_repository import AuditRepository
+from audit.servicer import AuditServicer
+from audit.sink import AuditSink, consumer_spec
 from kit.config import ServiceName
-from kit.grpc.unimplemented import unimplemented
+from kit.grpc.server import bind
 from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.audit.v1 import audit_service_pb2_grpc
 
 
 def bindings(ctx: ServiceContext):
-    return [unimplemented(audit_service_pb2_grpc, "AuditService")]
+    repository = AuditRepository(ctx.pool, ctx.schema)
+    return [bind(audit_service_pb2_grpc, "AuditService", AuditServicer(repository))]
 
 
-SPEC = ServiceSpec(name=ServiceName.AUDIT, package="audit", bindings=bindings)
+def background(ctx: ServiceContext):
+    sink = AuditSink(AuditRepository(ctx.pool, ctx.schema))
+    # One at a time: the chain is appended in stream order.
+    return [ctx.bus.consume(consumer_spec(), sink.handle, concurrency=1, stop=ctx.stop)]
+
+
+SPEC = ServiceSpec(
+    name=ServiceName.AUDIT, package="audit", bindings=bindings, background=background
+)

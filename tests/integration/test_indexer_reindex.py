@@ -6,8 +6,8 @@ of ``indexer_harness``): a nats-server of this module's own, a fresh Postgres
 database per test, Qdrant's embedded engine in a temp dir, documents embedded
 through the work queue by an in-process ``EmbedWorker`` on the session's
 Triton; here also the embedder's gRPC service (in-process, same Triton) for the
-validation probes, and the resources service as it is today (every RPC
-UNIMPLEMENTED).
+validation probes, and the resources service (in-process, its own database)
+that the preflight reserves the staging copy with.
 
 No orchestrator runs here, so these tests stop before the switch: the
 operation is paused right after it announced its validation (the real event
@@ -24,6 +24,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,17 @@ from kit.auth import Principal, Role, TokenAuthenticator, digest
 from kit.bus.jetstream import Delivery, JetStream
 from kit.bus.object_store import UPLOADS_BUCKET, ObjectBucket, upload_object_name
 from kit.bus.topology import COMMANDS
+from kit.db.migrations import load_migrations, migrate
 from kit.embedding_models import ModelRegistry
 from kit.grpc.server import RunningServer, bind, create_server
-from resources.server import bindings as resources_bindings
+from resources.adapters.resources_repository import ResourcesRepository
+from resources.config import ResourcesSettings
+from resources.server import default_quota
+from resources.servicer import ResourceServicer
 from vectorops.common.v1 import config_pb2, operation_pb2, source_pb2
 from vectorops.embedder.v1 import embedder_service_pb2_grpc
 from vectorops.events.v1 import commands_pb2, operation_events_pb2
+from vectorops.resources.v1 import resource_service_pb2_grpc
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TOKEN = "indexer-service-token"
@@ -106,9 +112,18 @@ TOPICS = ["tides", "glaciers", "kettles", "basalt", "orchards", "lighthouses"]
 
 
 @pytest.fixture(scope="module")
-async def peers(triton_client) -> AsyncIterator[str]:
-    """The embedder service (query embeddings) and the resources service as it is
-    now (UNIMPLEMENTED), in-process on one port, for the indexer's service token."""
+async def peers(triton_client, postgres) -> AsyncIterator[str]:
+    """The embedder service (query embeddings) and the resources service (on a
+    database of its own), in-process on one port, for the indexer's service token."""
+    resources_pool = await asyncpg.create_pool(
+        postgres.create_database(f"res_{uuid.uuid4().hex[:10]}"), min_size=1, max_size=4
+    )
+    async with resources_pool.acquire() as conn:
+        await migrate(conn, "resources", load_migrations("kit") + load_migrations("resources"))
+    resources = ResourceServicer(
+        ResourcesRepository(resources_pool, "resources", default_quota(ResourcesSettings())),
+        timedelta(hours=1),
+    )
     limits = Limits(
         max_texts=256,
         max_request_chars=2_000_000,
@@ -124,13 +139,14 @@ async def peers(triton_client) -> AsyncIterator[str]:
         0,
         [
             bind(embedder_service_pb2_grpc, "EmbedderService", EmbedderServicer(embedder)),
-            *resources_bindings(None),  # type: ignore[arg-type]
+            bind(resource_service_pb2_grpc, "ResourceService", resources),
         ],
         authenticator,
     )
     await running.set_serving()
     yield f"127.0.0.1:{running.port}"
     await running.server.stop(0)
+    await resources_pool.close()
 
 
 class CountingQueries:
@@ -409,7 +425,7 @@ async def test_reindex_to_smaller_chunks_builds_staging_and_validates_it(
     command = reindex_command(collection, chunk_size=16, chunk_overlap=2)
     op = command.operation_id
     counted = Counted(
-        ("vectorops_reindex_reservations_total", {"outcome": "unavailable"}),
+        ("vectorops_reindex_reservations_total", {"outcome": "reserved"}),
         ("vectorops_operation_checkpoints_total", {"type": "REINDEX", "step": "validation"}),
         ("vectorops_reindex_validations_total", {"outcome": "passed"}),
         ("vectorops_reindex_validation_duration_seconds_count", {}),
@@ -430,9 +446,9 @@ async def test_reindex_to_smaller_chunks_builds_staging_and_validates_it(
         assert steps[name].event_id == f"{op}.{name}.completed"
 
     preflight = state(steps["preflight"])
-    assert preflight["reservation"] == "unavailable: resources service answers UNIMPLEMENTED"
+    assert preflight["reservation"] == "reserved"  # a real reservation for the staging copy
     assert preflight["dimension"] == 384 and preflight["documents_total"] == 6
-    assert preflight["reserved_bytes"] == 0
+    assert preflight["reserved_bytes"] > 0
     assert preflight["expected_vectors"] > live.points  # smaller chunks: more of them
     assert (
         steps["preflight"].payload.reindex_preflight.expected_vectors

@@ -15,7 +15,6 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import error_details_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from kit.config import ServiceName
@@ -95,30 +94,6 @@ def test_rpc_without_token_is_unauthenticated(stack, service: ServiceName) -> No
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
     info = error_info(status_from_rpc_error(caught.value))
     assert info is not None and info.reason == "UNAUTHENTICATED"
-
-
-NOT_LANDED = [
-    s
-    for s in ServiceName
-    if s not in (ServiceName.EMBEDDER, ServiceName.INDEXER, ServiceName.ORCHESTRATOR)
-]
-
-
-@pytest.mark.parametrize("service", NOT_LANDED)
-def test_rpc_not_landed_answers_unimplemented_with_error_info(stack, service: ServiceName) -> None:
-    path, request_class = _some_unary_method(service)
-    token = stack.tokens.clear["admin"]
-    with grpc.insecure_channel(stack.endpoints[service].target) as channel:
-        call = channel.unary_unary(path, request_class.SerializeToString, request_class.FromString)
-        with pytest.raises(grpc.RpcError) as caught:
-            call(request_class(), timeout=10, metadata=[("authorization", f"Bearer {token}")])
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    status = status_from_rpc_error(caught.value)
-    info = error_info(status)
-    assert info is not None
-    assert info.reason == "NOT_IMPLEMENTED"
-    assert info.metadata["method"] == path.lstrip("/")
-    assert isinstance(info, error_details_pb2.ErrorInfo)
 
 
 @pytest.mark.parametrize("service", list(ServiceName))

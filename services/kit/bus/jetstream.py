@@ -214,6 +214,11 @@ class JetStream:
                     await asyncio.sleep(fetch_timeout)
                 for _ in range(free - len(messages)):
                     slots.release()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancel that landed inside nats-py's fetch can be swallowed
+                    # there; honour it here, or a cancelled consumer runs on.
+                    raise asyncio.CancelledError
                 for msg in messages:
                     task = asyncio.create_task(handle_then_free(msg))
                     running.add(task)

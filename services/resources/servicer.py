@@ -1,0 +1,174 @@
+"""``vectorops.resources.v1.ResourceService``: who may ask, then messages ⇄ the repository.
+
+A user reads their own quota and usage; an admin or a service any owner's.
+SetQuota needs the admin role, Reserve and Release the service role.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+import grpc
+
+from kit.auth import Principal, Role
+from kit.errors import FieldViolation, InvalidArgument
+from kit.grpc.interceptors import current_principal
+from resources import messages
+from resources.adapters.resources_repository import ReservationRequest, ResourcesRepository
+from resources.domain.estimates import EstimateInput, estimate
+from resources.domain.quotas import Demand, check_limit_values, parse_update_mask
+from vectorops.common.v1 import operation_pb2
+from vectorops.resources.v1 import resource_service_pb2 as api
+from vectorops.resources.v1 import resource_service_pb2_grpc
+
+Context = grpc.aio.ServicerContext
+
+
+def _require(**fields: str) -> None:
+    missing = [name for name, value in fields.items() if not value]
+    if missing:
+        raise InvalidArgument(
+            f"missing required fields: {', '.join(missing)}",
+            reason="INVALID_ARGUMENT",
+            field_violations=[FieldViolation(name, "required") for name in missing],
+        )
+
+
+def _readable_owner(principal: Principal, owner_id: str) -> str:
+    """The owner the caller asks about; a user may only ask about themself."""
+    owner = owner_id or principal.id
+    if owner != principal.id:
+        principal.require(Role.ADMIN, Role.SERVICE)
+    return owner
+
+
+def _collections_needed(operation_type: int) -> int:
+    return 1 if operation_type == operation_pb2.OPERATION_TYPE_INDEX else 0
+
+
+class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
+    def __init__(self, repository: ResourcesRepository, reservation_ttl: timedelta) -> None:
+        self._repository = repository
+        self._ttl = reservation_ttl
+
+    async def GetQuota(
+        self, request: api.GetQuotaRequest, context: Context
+    ) -> api.GetQuotaResponse:
+        owner = _readable_owner(current_principal(), request.owner_id)
+        return api.GetQuotaResponse(
+            quota=messages.quota_message(await self._repository.quota(owner))
+        )
+
+    async def SetQuota(
+        self, request: api.SetQuotaRequest, context: Context
+    ) -> api.SetQuotaResponse:
+        current_principal().require(Role.ADMIN)
+        _require(**{"quota.owner_id": request.quota.owner_id, "request_id": request.request_id})
+        names = parse_update_mask(list(request.update_mask.paths))
+        values = messages.quota_values(request.quota, names)
+        check_limit_values(values)
+        quota = await self._repository.set_quota(request.quota.owner_id, values)
+        return api.SetQuotaResponse(quota=messages.quota_message(quota))
+
+    async def Estimate(
+        self, request: api.EstimateRequest, context: Context
+    ) -> api.EstimateResponse:
+        owner = _readable_owner(current_principal(), request.owner_id)
+        figures = estimate(
+            EstimateInput(
+                documents=request.document_count,
+                dimension=request.dimension,
+                quantization=messages.quantization(request.quantization),
+                total_document_bytes=request.total_document_bytes,
+                chunk_tokens=request.chunk_size,
+                overlap_tokens=request.chunk_overlap,
+            )
+        )
+        violations = await self._repository.check(
+            owner,
+            Demand(
+                vectors=figures.vectors,
+                bytes=figures.bytes,
+                documents=figures.documents,
+                collections=_collections_needed(request.operation_type),
+            ),
+        )
+        return api.EstimateResponse(
+            estimated_vectors=figures.vectors,
+            estimated_bytes=figures.bytes,
+            estimated_documents=figures.documents,
+            method=figures.method,
+            within_quota=not violations,
+            violations=[messages.violation_message(v) for v in violations],
+        )
+
+    async def Reserve(self, request: api.ReserveRequest, context: Context) -> api.ReserveResponse:
+        current_principal().require(Role.SERVICE)
+        _require(
+            operation_id=request.operation_id,
+            owner_id=request.owner_id,
+            request_id=request.request_id,
+        )
+        negative = [
+            FieldViolation(name, "must not be negative")
+            for name in ("vectors", "bytes", "documents")
+            if getattr(request, name) < 0
+        ]
+        if negative:
+            raise InvalidArgument(
+                "reserved amounts must not be negative",
+                reason="INVALID_ARGUMENT",
+                field_violations=negative,
+            )
+        ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else self._ttl
+        if ttl <= timedelta(0):
+            raise InvalidArgument(
+                "ttl must be positive",
+                reason="INVALID_ARGUMENT",
+                field_violations=[FieldViolation("ttl", "must be positive")],
+            )
+        reservation, replayed = await self._repository.reserve(
+            ReservationRequest(
+                operation_id=request.operation_id,
+                owner_id=request.owner_id,
+                collection_id=request.collection_id,
+                operation_type=request.operation_type,
+                demand=Demand(
+                    vectors=request.vectors,
+                    bytes=request.bytes,
+                    documents=request.documents,
+                    collections=_collections_needed(request.operation_type),
+                ),
+                expires_at=request.expire_time.ToDatetime(tzinfo=UTC)
+                if request.HasField("expire_time")
+                else None,
+                ttl=ttl,
+            )
+        )
+        now = await self._repository.now()
+        return api.ReserveResponse(
+            reservation=messages.reservation_message(reservation, now), replayed=replayed
+        )
+
+    async def Release(self, request: api.ReleaseRequest, context: Context) -> api.ReleaseResponse:
+        current_principal().require(Role.SERVICE)
+        _require(operation_id=request.operation_id, request_id=request.request_id)
+        reservation = await self._repository.release(request.operation_id)
+        if reservation is None:
+            return api.ReleaseResponse()
+        now = await self._repository.now()
+        return api.ReleaseResponse(reservation=messages.reservation_message(reservation, now))
+
+    async def GetUsage(
+        self, request: api.GetUsageRequest, context: Context
+    ) -> api.GetUsageResponse:
+        owner = _readable_owner(current_principal(), request.owner_id)
+        usage, held = await self._repository.usage(owner)
+        collections = (
+            await self._repository.collection_usage(owner) if request.include_collections else []
+        )
+        quota = await self._repository.quota(owner)
+        return api.GetUsageResponse(
+            usage=messages.usage_message(usage, held, collections),
+            quota=messages.quota_message(quota),
+        )
