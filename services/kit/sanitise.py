@@ -98,17 +98,29 @@ def sanitise(message: str | None, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text[: max(limit - len(_ELLIPSIS), 0)] + _ELLIPSIS
 
 
+CYCLE = "<cycle>"
+
+
 def sanitise_data(value: Any, limit: int = MAX_MESSAGE_CHARS) -> Any:
     """Sanitise every string in a JSON-like value, recursively, and drop the
-    entries whose key names a secret (password, secret, token, key)."""
+    entries whose key names a secret (password, secret, token, key). A container
+    that contains itself is cut where it comes round again (``<cycle>``) rather
+    than recursing for ever."""
+    return _sanitise_data(value, limit, frozenset())
+
+
+def _sanitise_data(value: Any, limit: int, enclosing: frozenset[int]) -> Any:
     if isinstance(value, str):
         return sanitise(value, limit)
-    if isinstance(value, Mapping):
-        return {
-            key: sanitise_data(item, limit)
-            for key, item in value.items()
-            if not (isinstance(key, str) and _SECRET_KEY.search(key))
-        }
-    if isinstance(value, list | tuple):
-        return [sanitise_data(item, limit) for item in value]
+    if isinstance(value, Mapping | list | tuple):
+        if id(value) in enclosing:
+            return CYCLE
+        inside = enclosing | {id(value)}
+        if isinstance(value, Mapping):
+            return {
+                key: _sanitise_data(item, limit, inside)
+                for key, item in value.items()
+                if not (isinstance(key, str) and _SECRET_KEY.search(key))
+            }
+        return [_sanitise_data(item, limit, inside) for item in value]
     return value

@@ -154,3 +154,15 @@ def test_sanitise_data_recurses_and_drops_secret_keys() -> None:
         "ok": None,
     }
     assert data["Password"] == "p"  # input untouched
+
+
+def test_sanitise_data_cuts_cycles_and_keeps_shared_values() -> None:
+    shared = {"path": "/home/alice/notes.txt"}
+    looped: dict = {"user": "bob@example.com", "both": [shared, shared]}
+    looped["self"] = looped
+    looped["both"].append(looped["both"])
+    cleaned = sanitise_data(looped)
+    assert cleaned["self"] == "<cycle>" and cleaned["both"][2] == "<cycle>"
+    # A value met twice but not inside itself is no cycle: both copies are cleaned.
+    assert cleaned["both"][0] == cleaned["both"][1] == {"path": "<home>/notes.txt"}
+    assert cleaned["user"] == "<email>"
