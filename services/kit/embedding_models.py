@@ -5,7 +5,7 @@ instructions, quantizations) without loading it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from kit.errors import NotFound
@@ -89,15 +89,12 @@ HASH_BOW = ModelSpec(
 
 # The same hashing at another dimension: what a reindex that changes the
 # dimension is tested with.
-HASH_BOW_256 = ModelSpec(
+HASH_BOW_256 = replace(
+    HASH_BOW,
     name="vectorops/hash-bow-256",
     aliases=("hash-bow-256",),
     triton_model="hash_bow_256",
     dimension=256,
-    max_tokens=8192,
-    pooling=Pooling.MEAN,
-    normalized=True,
-    max_batch_size=256,
 )
 
 DEFAULT_MODELS = (MINILM, HASH_BOW, HASH_BOW_256)

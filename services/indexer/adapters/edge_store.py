@@ -40,12 +40,12 @@ from indexer.adapters.vector_store import (
     Quantization,
     ScoredPoint,
     ScrollPage,
-    StoredPoint,
     SystemCollectionProtected,
     VectorCollectionConflict,
     VectorCollectionNotFound,
     VectorPoint,
     collection_config_for,
+    scroll_page,
     validate_name,
 )
 
@@ -284,15 +284,7 @@ class EdgeVectorStore:
         records, next_offset = await asyncio.to_thread(
             self._call, collection, lambda shard: shard.scroll(request)
         )
-        points = [
-            StoredPoint(
-                str(record.id),
-                record.payload,
-                np.asarray(record.vector, dtype=np.float32) if with_vectors else None,
-            )
-            for record in records
-        ]
-        return ScrollPage(points, None if next_offset is None else str(next_offset))
+        return scroll_page(records, next_offset, with_vectors)
 
     # -- aliases ----------------------------------------------------------------
 

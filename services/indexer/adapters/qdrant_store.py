@@ -50,13 +50,13 @@ from indexer.adapters.vector_store import (
     Quantization,
     ScoredPoint,
     ScrollPage,
-    StoredPoint,
     SystemCollectionProtected,
     VectorCollectionConflict,
     VectorCollectionNotFound,
     VectorPoint,
     VectorStoreUnavailable,
     collection_config_for,
+    scroll_page,
     validate_name,
 )
 
@@ -291,15 +291,7 @@ class QdrantServerStore:
                 with_payload=True,
                 with_vectors=with_vectors,
             )
-        points = [
-            StoredPoint(
-                str(record.id),
-                record.payload,
-                np.asarray(record.vector, dtype=np.float32) if with_vectors else None,
-            )
-            for record in records
-        ]
-        return ScrollPage(points, None if next_offset is None else str(next_offset))
+        return scroll_page(records, next_offset, with_vectors)
 
     # -- aliases ----------------------------------------------------------------
 

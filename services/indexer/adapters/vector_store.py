@@ -42,7 +42,7 @@ delete + create in one request (atomic on the server); ``get_alias`` →
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -138,6 +138,20 @@ class ScrollPage:
     points: list[StoredPoint]
     next_offset: str | None
     """Pass back as ``offset`` for the next page; None when this was the last."""
+
+
+def scroll_page(records: Iterable[Any], next_offset: object, with_vectors: bool) -> ScrollPage:
+    """A page from a Qdrant engine's records (``id``, ``payload``, ``vector``), as
+    both adapters' scrolls return it."""
+    points = [
+        StoredPoint(
+            str(record.id),
+            record.payload,
+            np.asarray(record.vector, dtype=np.float32) if with_vectors else None,
+        )
+        for record in records
+    ]
+    return ScrollPage(points, None if next_offset is None else str(next_offset))
 
 
 @dataclass(frozen=True)
