@@ -12,7 +12,7 @@ STUBS := services/vectorops/.generated
 PROTOS := $(shell find protos/vectorops -name '*.proto')
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test proto lint-proto lint bench clean help
+.PHONY: run test proto lint-proto lint prometheus bench clean help
 
 help:
 	@echo "make run    start Postgres, NATS and the five services (Ctrl-C stops all)"
@@ -49,7 +49,15 @@ lint: $(STUBS)
 run: $(STUBS)
 	$(PY) -m kit.stack
 
-test: $(STUBS) lint-proto lint
+# The dashboards and alert rules are tested against a real Prometheus (and promtool):
+# Debian's package, installed when missing (as root, or through sudo).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		( SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		  $$SUDO apt-get update -qq && \
+		  $$SUDO apt-get install -y --no-install-recommends prometheus )
+
+test: $(STUBS) lint-proto lint prometheus
 	$(PY) -m pytest -q
 
 bench: $(STUBS)

@@ -1,9 +1,13 @@
 """`make bench`: what a blue-green REINDEX costs the people searching.
 
 Through all five services, in one run, per model:
-  idle search      search latency (p50, p99) with nothing else running
+  idle search      search latency (p50, p99, max) with nothing else running
   during reindex   the same searches, without pause, while the collection is
                    re-chunked (every search must still answer, with hits)
+Idle and reindex windows alternate and last about as long, so whatever else the
+machine does weighs on both alike. The hashing corpus is large enough (3000
+documents, tens of seconds per reindex) for a p99 over a thousand or more
+searches, not over the few slowest of a short run.
   switch           CompleteReindex (the orchestrator's one transaction) plus the
                    alias move, per reindex, from the indexer's own histogram
                    ``vectorops_indexer_reindex_switch_duration_seconds``
@@ -146,27 +150,36 @@ def write_corpus(folder: Path, documents: int, words: int) -> list[str]:
 def measure(api: Api, folder: Path, model: str, documents: int, reindexes: int) -> bool:
     queries = write_corpus(folder, documents, 300)
     collection_id = api.create(folder, model, 64)
-    idle = [api.timed_search(collection_id, queries[i % len(queries)]) for i in range(200)]
 
+    idle: list[float] = []
     during: list[float] = []
     failures: list[str] = []
     switches: list[float] = []
+
+    def search_until(stop: threading.Event, into: list[float]) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                into.append(api.timed_search(collection_id, queries[i % len(queries)]))
+            except Exception as error:  # noqa: BLE001 - every failure is a finding
+                failures.append(str(error))
+            i += 1
+
+    # Idle and busy windows alternate, so whatever else the machine does weighs
+    # on both alike; an idle window lasts as long as the last reindex took.
+    reindex_seconds = 5.0
     for number in range(reindexes):
         stop = threading.Event()
+        threading.Timer(reindex_seconds, stop.set).start()
+        search_until(stop, idle)
 
-        def search_without_pause(stop: threading.Event = stop) -> None:
-            i = 0
-            while not stop.is_set():
-                try:
-                    during.append(api.timed_search(collection_id, queries[i % len(queries)]))
-                except Exception as error:  # noqa: BLE001 - every failure is a finding
-                    failures.append(str(error))
-                i += 1
-
+        stop = threading.Event()
         before = api.switch_histogram()
-        searcher = threading.Thread(target=search_without_pause, daemon=True)
+        searcher = threading.Thread(target=search_until, args=(stop, during), daemon=True)
+        started = time.perf_counter()
         searcher.start()
         api.finish(api.reindex(collection_id, model, 48 if number % 2 == 0 else 64))
+        reindex_seconds = time.perf_counter() - started
         stop.set()
         searcher.join(30)
         after = api.switch_histogram()
@@ -183,6 +196,7 @@ def measure(api: Api, folder: Path, model: str, documents: int, reindexes: int) 
         f"  during reindex: p50 {statistics.median(during) * 1000:7.1f} ms, "
         f"p99 {during_p99 * 1000:7.1f} ms ({len(during)} searches, {len(failures)} failed)"
     )
+    print(f"  max: idle {max(idle) * 1000:.1f} ms, during reindex {max(during) * 1000:.1f} ms")
     print(f"  p99 during / idle: {during_p99 / idle_p99:.2f}")
     if switches:
         print(
@@ -195,8 +209,8 @@ def measure(api: Api, folder: Path, model: str, documents: int, reindexes: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hash-documents", type=int, default=300)
-    parser.add_argument("--hash-reindexes", type=int, default=6)
+    parser.add_argument("--hash-documents", type=int, default=3000)
+    parser.add_argument("--hash-reindexes", type=int, default=3)
     parser.add_argument("--minilm-documents", type=int, default=40)
     parser.add_argument("--minilm-reindexes", type=int, default=2)
     args = parser.parse_args()

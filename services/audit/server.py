@@ -2,6 +2,7 @@
 AuditService queries over the append-only, hash-chained log."""
 
 from audit.adapters.audit_repository import AuditRepository
+from audit.chain_monitor import ChainMonitor
 from audit.servicer import AuditServicer
 from audit.sink import AuditSink, consumer_spec
 from kit.config import ServiceName
@@ -16,9 +17,13 @@ def bindings(ctx: ServiceContext):
 
 
 def background(ctx: ServiceContext):
-    sink = AuditSink(AuditRepository(ctx.pool, ctx.schema))
+    repository = AuditRepository(ctx.pool, ctx.schema)
+    sink = AuditSink(repository)
     # One at a time: the chain is appended in stream order.
-    return [ctx.bus.consume(consumer_spec(), sink.handle, concurrency=1, stop=ctx.stop)]
+    return [
+        ctx.bus.consume(consumer_spec(), sink.handle, concurrency=1, stop=ctx.stop),
+        ChainMonitor(repository).run(ctx.stop),
+    ]
 
 
 SPEC = ServiceSpec(

@@ -7,6 +7,7 @@ from datetime import UTC as _UTC
 
 from google.protobuf import json_format, timestamp_pb2
 
+from audit import metrics
 from audit.adapters.audit_repository import AuditFilter, AuditRepository, StoredRow
 from audit.domain.chain import ChainVerifier
 from kit.auth import Principal, Role
@@ -142,6 +143,7 @@ class AuditServicer:
             if not verifier.feed(entry):
                 break
         report = verifier.report()
+        metrics.CHAIN_CHECKS.labels("rpc", "ok" if report.ok else "broken").inc()
         response = audit_service_pb2.VerifyChainResponse(
             ok=report.ok,
             events_checked=report.checked,

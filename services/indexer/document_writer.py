@@ -12,12 +12,14 @@ so a record never counts points that are not there.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
+from indexer import metrics
 from indexer.adapters.document_repository import DocumentRecord, DocumentStatus
 from indexer.adapters.vector_store import VectorPoint, VectorStore
 from indexer.domain.chunking import Chunk
@@ -92,7 +94,11 @@ class DocumentWriter:
         """Write a group of finished documents (each embedded in full, or failed)."""
         done = [d for d in documents if d.failure is None]
         failed = [d for d in documents if d.failure is not None]
-        points = [point for document in done for point in self._points(document)]
+        # Building a group's points is CPU work: in a thread it is preempted for
+        # searches; on the event loop it would hold them back for its whole length.
+        points = await asyncio.to_thread(
+            lambda: [point for document in done for point in self._points(document)]
+        )
         for start in range(0, len(points), UPSERT_BATCH):
             await self._store.upsert(self._name, points[start : start + UPSERT_BATCH])
         await self._delete_stale(done)
@@ -114,6 +120,9 @@ class DocumentWriter:
             self.failures.append(DocumentFailure(document.path, reason, message))
         self.figures.documents_failed += len(failed)
         self.figures.documents_done += len(documents)
+        metrics.DOCUMENTS.labels("indexed").inc(len(done))
+        metrics.DOCUMENTS.labels("failed").inc(len(failed))
+        metrics.VECTORS_WRITTEN.inc(len(points))
 
     async def record_unchanged(
         self, digests: Mapping[str, str], media_types: Mapping[str, str] | None = None
@@ -133,6 +142,7 @@ class DocumentWriter:
         )
         self.figures.documents_skipped += len(digests)
         self.figures.documents_done += len(digests)
+        metrics.DOCUMENTS.labels("skipped").inc(len(digests))
 
     def _points(self, document: DocumentInFlight) -> Iterable[VectorPoint]:
         for piece, vector in zip(document.chunks, document.vectors, strict=True):

@@ -9,6 +9,26 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+DOCUMENTS = Counter(
+    "vectorops_indexer_documents_total",
+    "Documents the indexer finished, by outcome: indexed, failed, or skipped (unchanged "
+    "since the last run).",
+    ["outcome"],
+)
+VECTORS_WRITTEN = Counter(
+    "vectorops_indexer_vectors_written_total",
+    "Points (one per chunk) written to the vector store for indexed documents.",
+)
+VECTOR_STORE_SECONDS = Histogram(
+    "vectorops_indexer_vector_store_call_duration_seconds",
+    "One call to the vector store (Qdrant server or embedded engine), by backend, call "
+    "(upsert, search, count, ...) and outcome (ok, error).",
+    ["backend", "call", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+for _outcome in ("indexed", "failed", "skipped"):
+    DOCUMENTS.labels(_outcome)  # present from the start: a rate over it is 0, not absent
+
 CHECKPOINTS = Counter(
     "vectorops_operation_checkpoints_total",
     "Step checkpoints the indexer recorded, by operation type and step.",
@@ -68,3 +88,14 @@ SWITCH_SECONDS = Histogram(
     "transaction) plus the alias move and the local bookkeeping.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# The fixed label sets exist from the start: a rate or increase over them is 0,
+# not absent, before the first REINDEX reaches them.
+for _outcome in ("passed", "failed"):
+    VALIDATIONS.labels(_outcome)
+for _check in ("point_count", "topk_overlap", "score_drift", "collection_status"):
+    VALIDATION_CHECK_FAILURES.labels(_check)
+for _outcome in ("reserved", "refused", "unavailable"):
+    RESERVATIONS.labels(_outcome)
+for _why in ("failed", "cancelled"):
+    STAGING_DISCARDED.labels(_why)

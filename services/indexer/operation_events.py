@@ -15,8 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from indexer.domain.operation_plan import (
     USAGE_REASONS,
-    CollectionFigures,
     OperationFigures,
+    UsageChange,
     percent,
 )
 from indexer.operations.base import OperationOrder
@@ -137,15 +137,18 @@ class OperationEvents:
         event_id = subjects.outcome_event_id(order.operation_id, "cancelled")
         await self._publish(subjects.OPERATION_CANCELLED, payload, order, event_id)
 
-    async def usage(self, order: OperationOrder, delta: CollectionFigures) -> None:
+    async def usage(self, order: OperationOrder, change: UsageChange) -> None:
         payload = usage_pb2.UsageDelta(
             owner_id=order.owner_id,
             collection_id=order.collection_id,
             operation_id=order.operation_id,
-            vectors_delta=delta.vectors,
-            bytes_delta=delta.bytes,
-            documents_delta=delta.documents,
+            collections_delta=change.collections,
+            vectors_delta=change.stored.vectors,
+            bytes_delta=change.stored.bytes,
+            documents_delta=change.stored.documents,
             reason=USAGE_REASONS[order.type],
         )
+        # One id per operation, whatever its outcome: an operation has exactly
+        # one, so a redelivered outcome cannot count its usage twice.
         event_id = subjects.outcome_event_id(order.operation_id, "usage")
         await self._publish(subjects.USAGE_DELTA, payload, order, event_id)

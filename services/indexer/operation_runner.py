@@ -7,7 +7,11 @@ else ``StepStarted``, the work, the checkpoint recorded, ``StepCompleted``.
 Progress goes out at most every ``progress_interval_seconds`` and at every step
 end, the last one before the last ``StepCompleted`` (which ends the operation
 in the orchestrator, after which progress is ignored). Then
-``OperationCompleted`` and, when what is stored changed, a ``UsageDelta``.
+``OperationCompleted``. Every outcome (completed, failed or cancelled) is
+followed by a ``UsageDelta`` when it changed what is stored or the owner's
+collections (``usage_change``): a half-done APPEND wrote points all the same.
+A command of a cancelled operation is dropped, but a run an earlier delivery
+left without an outcome (the indexer died) still reports what it stored.
 
 A step that fails for good ends the operation with ``OperationFailed``; a
 transient error raises ``Retry`` so the command comes back later. A cancel is
@@ -37,7 +41,7 @@ from indexer.adapters.operation_journal import (
     RecordedStep,
 )
 from indexer.cancellations import Cancellations
-from indexer.domain.operation_plan import CollectionFigures, OperationFigures
+from indexer.domain.operation_plan import CollectionFigures, OperationFigures, usage_change
 from indexer.ingest import IngestCancelled
 from indexer.metrics import CHECKPOINTS
 from indexer.operation_events import (
@@ -114,6 +118,7 @@ class OperationRunner:
             if await self._cancellations.is_cancelled(operation_id):
                 log.info("operation.dropped_cancelled", operation_id=operation_id)
                 await wind_up(self.services, order, None, Outcome.CANCELLED)
+                await self._end_interrupted_run(order)
                 return
             if await self.journal.outcome(operation_id) is not None:
                 log.info("operation.already_ended", operation_id=operation_id)
@@ -152,6 +157,33 @@ class OperationRunner:
         )
         log.warning("operation.refused", operation_id=order.operation_id, why=message)
         await self.events.failed(order, payload)
+
+    async def publish_usage(
+        self,
+        order: OperationOrder,
+        before: CollectionFigures,
+        outcome: Outcome,
+        after: CollectionFigures | None = None,
+    ) -> None:
+        """Tell the resources service what the ended operation changed, measured
+        from the repository's counts (``after``, when not given). Called before
+        ``finish_run``, so a crash in between publishes it again under the same
+        id, and it still counts once."""
+        if after is None:
+            after = CollectionFigures(*await self.services.repository.counts(order.collection_id))
+        change = usage_change(order.type, outcome is Outcome.COMPLETED, before, after)
+        if not change.is_zero:
+            await self.events.usage(order, change)
+
+    async def _end_interrupted_run(self, order: OperationOrder) -> None:
+        """A run an earlier delivery began and left without an outcome (the
+        indexer died), cancelled since: what it stored, and the collection an
+        INDEX made, still count."""
+        run = await self.journal.run(order.operation_id)
+        if run is None or run.outcome is not None:
+            return
+        await self.publish_usage(order, run.before, Outcome.CANCELLED)
+        await self.journal.finish_run(order.operation_id, Outcome.CANCELLED)
 
     async def _keep_collection_copy(self, order: OperationOrder) -> OperationOrder:
         """Store the command's snapshot of the collection (generation-fenced) and
@@ -348,9 +380,7 @@ class _Execution:
         )
         await self._events.completed(order, payload)
         await wind_up(self._runner.services, order, self._step, Outcome.COMPLETED)
-        delta = after.minus(self._before)
-        if not delta.is_zero:
-            await self._events.usage(order, delta)
+        await self._runner.publish_usage(order, self._before, Outcome.COMPLETED, after)
         await self._runner.journal.finish_run(order.operation_id, Outcome.COMPLETED)
         log.info("operation.completed", operation_id=order.operation_id, type=order.type)
 
@@ -384,6 +414,7 @@ class _Execution:
             staging_deleted=staging_deleted,
         )
         await self._events.failed(order, payload)
+        await self._runner.publish_usage(order, self._before, Outcome.FAILED)
         await self._runner.journal.finish_run(order.operation_id, Outcome.FAILED)
 
     async def _cancelled(self) -> None:
@@ -399,6 +430,7 @@ class _Execution:
             resources=self._resources(),
         )
         await self._events.cancelled(order, payload)
+        await self._runner.publish_usage(order, self._before, Outcome.CANCELLED)
         await self._runner.journal.finish_run(order.operation_id, Outcome.CANCELLED)
         log.info("operation.cancelled", operation_id=order.operation_id, step=self._step)
 

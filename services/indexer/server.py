@@ -1,5 +1,6 @@
 """The indexer service: its adapters (vector store, documents, embedder client),
-the command consumer that runs operations, and the gRPC search and document API."""
+the command consumer that runs operations, and the gRPC search and document API
+(and the internal usage one the resources service reconciles against)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,17 @@ from indexer.operations.switch_services import SwitchServices
 from indexer.reconciler import AliasReconciler
 from indexer.search import Searcher
 from indexer.search_servicer import SearchServicer
+from indexer.usage_servicer import UsageServicer
 from kit.bus.object_store import ObjectBucket
 from kit.config import ServiceName
 from kit.embedding_models import ModelRegistry
 from kit.grpc.server import bind
 from kit.runtime import ServiceContext, ServiceSpec
-from vectorops.indexer.v1 import document_service_pb2_grpc, search_service_pb2_grpc
+from vectorops.indexer.v1 import (
+    document_service_pb2_grpc,
+    search_service_pb2_grpc,
+    usage_service_pb2_grpc,
+)
 
 
 @dataclass
@@ -168,6 +174,7 @@ def bindings(ctx: ServiceContext):
     return [
         bind(search_service_pb2_grpc, "SearchService", search),
         bind(document_service_pb2_grpc, "DocumentService", DocumentServicer(app.repository)),
+        bind(usage_service_pb2_grpc, "UsageService", UsageServicer(app.repository)),
     ]
 
 

@@ -85,6 +85,7 @@ class OutboxDispatcher:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        OUTBOX_FAILURES.labels(schema)  # 0 until the first failure, not absent
 
     async def dispatch_once(self) -> int:
         """Publish one batch; returns how many rows were marked published."""

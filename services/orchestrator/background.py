@@ -15,13 +15,18 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.dead_letters import DeadLetterConsumer, dead_letters_consumer
 from orchestrator.event_consumer import OperationEventConsumer, events_consumer
 from orchestrator.reaper import Reaper
+from orchestrator.state_gauges import StateGauges
 
 
 def background(ctx: ServiceContext) -> list[Coroutine[Any, Any, None]]:
     settings = ctx.settings
     if not isinstance(settings, OrchestratorSettings):
         raise TypeError("the orchestrator's background needs OrchestratorSettings")
-    repository = OrchestratorRepository(ctx.pool, ctx.schema)
+    # The lifespan's repository releases the reservation of each operation these
+    # loops end; loops run without it (a test of them alone) get a bare one.
+    repository = getattr(ctx.app, "repository", None) or OrchestratorRepository(
+        ctx.pool, ctx.schema
+    )
     own_consumers = (settings.orchestrator_events_consumer, settings.orchestrator_dead_consumer)
     events = OperationEventConsumer(repository)
     dead = DeadLetterConsumer(repository, own_consumers)
@@ -45,4 +50,5 @@ def background(ctx: ServiceContext) -> list[Coroutine[Any, Any, None]]:
             stop=ctx.stop,
         ),
         reaper.run(ctx.stop),
+        StateGauges(ctx.pool, ctx.schema).run(ctx.stop),
     ]

@@ -4,11 +4,13 @@ and hand it to the repository with the command its operation sends.
 Every check that can refuse a request runs before anything is written, and
 what is written (the collection, its operation, the command's outbox row)
 is one transaction, so a refused or failed request leaves nothing behind.
+The quota is one of those checks: ``Admission`` has the resources service
+hold room for the operation before its transaction (see ``admission``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,8 +27,10 @@ from orchestrator.adapters.records import (
     request_hash,
 )
 from orchestrator.adapters.repository import OrchestratorRepository
+from orchestrator.admission import Admission, Planned, Started
 from orchestrator.application import Clock, owner_for_create, owner_scope, utc_now
 from orchestrator.commands import OutboxRow
+from orchestrator.domain.collections import can_start
 from orchestrator.domain.config import RequestedConfig, validate_config
 from orchestrator.domain.fields import invalid_field, require, validate_name
 from orchestrator.domain.operations import CollectionStatus, DomainEvent, OperationType
@@ -51,11 +55,13 @@ class CollectionApp:
         self,
         repository: OrchestratorRepository,
         source_roots: Sequence[Path],
+        admission: Admission,
         registry: ModelRegistry | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._repo = repository
         self._roots = tuple(source_roots)
+        self._admission = admission
         self._registry = registry or ModelRegistry()
         self._now = clock
 
@@ -113,18 +119,27 @@ class CollectionApp:
             config,
             [asdict(source) for source in request.sources],
         )
-        collection, op, _ = await self._repo.create_collection_with_operation(
-            owner,
-            name,
-            config,
-            request.request_id,
-            fingerprint,
-            list(request.sources),
-            self._now(),
-            lambda new, op: [commands.index_command(new, op, principal)],
-            description=request.description,
-            created_by=principal.id,
-        )
+
+        def start(operation_id: str | None):
+            return self._repo.create_collection_with_operation(
+                owner,
+                name,
+                config,
+                request.request_id,
+                fingerprint,
+                list(request.sources),
+                self._now(),
+                lambda new, op: [commands.index_command(new, op, principal)],
+                description=request.description,
+                created_by=principal.id,
+                operation_id=operation_id,
+            )
+
+        if await self._repo.request_seen(owner, request.request_id):
+            collection, op, _ = await start(None)  # a retry: the first result, no new admission
+        else:
+            planned = Planned(OperationType.INDEX, owner, config, sources=request.sources)
+            collection, op, _ = await self._admission.start(planned, start)
         return collection, op
 
     async def update(
@@ -167,17 +182,24 @@ class CollectionApp:
         require(collection_id, "collection_id")
         self._check_directory(source, "source")
         fingerprint = request_hash("add_source", collection_id, asdict(source))
-        collection, op, _ = await self._repo.start_operation(
-            collection_id,
-            owner_scope(principal),
-            OperationType.APPEND,
-            None,
-            request_id,
-            fingerprint,
-            self._now(),
-            lambda current, op: [commands.append_command(current, op, principal)],
-            new_source=source,
-            created_by=principal.id,
+
+        def start(operation_id: str | None):
+            return self._repo.start_operation(
+                collection_id,
+                owner_scope(principal),
+                OperationType.APPEND,
+                None,
+                request_id,
+                fingerprint,
+                self._now(),
+                lambda current, op: [commands.append_command(current, op, principal)],
+                new_source=source,
+                created_by=principal.id,
+                operation_id=operation_id,
+            )
+
+        collection, op, _ = await self._start_admitted(
+            principal, collection_id, OperationType.APPEND, request_id, start, (source,)
         )
         sources = collection.sources if collection is not None else ()
         added = next((s for s in sources if s.id == op.source_id), None)
@@ -190,17 +212,24 @@ class CollectionApp:
         require(collection_id, "collection_id")
         require(source_id, "source_id")
         fingerprint = request_hash("remove_source", collection_id, source_id)
-        _, op, _ = await self._repo.start_operation(
-            collection_id,
-            owner_scope(principal),
-            OperationType.REMOVE_SOURCE,
-            None,
-            request_id,
-            fingerprint,
-            self._now(),
-            lambda current, op: [commands.remove_source_command(current, op, principal)],
-            source_id=source_id,
-            created_by=principal.id,
+
+        def start(operation_id: str | None):
+            return self._repo.start_operation(
+                collection_id,
+                owner_scope(principal),
+                OperationType.REMOVE_SOURCE,
+                None,
+                request_id,
+                fingerprint,
+                self._now(),
+                lambda current, op: [commands.remove_source_command(current, op, principal)],
+                source_id=source_id,
+                created_by=principal.id,
+                operation_id=operation_id,
+            )
+
+        _, op, _ = await self._start_admitted(
+            principal, collection_id, OperationType.REMOVE_SOURCE, request_id, start
         )
         return op
 
@@ -213,9 +242,12 @@ class CollectionApp:
         require(request_id, "request_id")
         require(collection_id, "collection_id")
         now = self._now()
+        cancelled: list[str] = []  # the operation a forced delete ended, once committed
 
         def cancel_rows(active: OperationRecord, events: list[DomainEvent]) -> list[OutboxRow]:
             why = "the collection is being deleted"
+            if events:
+                cancelled.append(active.id)
             return commands.cancel_rows(active.owner_id, why, principal)(events)
 
         _, op, _ = await self._repo.start_operation(
@@ -231,7 +263,30 @@ class CollectionApp:
             preempt=(lambda active: active.cancel(now)) if force else None,
             preempt_outbox=cancel_rows,
         )
+        for operation_id in cancelled:  # ended inside the delete's transaction, not by ``apply``
+            await self._admission.release(operation_id)
         return op
+
+    async def _start_admitted(
+        self,
+        principal: Principal,
+        collection_id: str,
+        type: OperationType,
+        request_id: str,
+        start: Callable[[str | None], Awaitable[Started]],
+        sources: Sequence[SourceSpec] = (),
+    ) -> Started:
+        """Start an operation on an existing collection once the quota admits it.
+        A retry skips admission (its first attempt holds the room); so does a
+        collection that could not start one anyway, so the answer stays the
+        precondition (checked again under the row lock) and not the quota."""
+        scope = owner_scope(principal)
+        if await self._repo.request_seen(scope or "", request_id):
+            return await start(None)
+        live = await self._repo.get_collection(collection_id, scope)
+        can_start(live.status, live.active_operation_id, live.id)
+        planned = Planned(type, live.owner_id, live.config, live.id, sources)
+        return await self._admission.start(planned, start)
 
     # --- checks --------------------------------------------------------------------
 

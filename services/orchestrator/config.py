@@ -51,3 +51,8 @@ class OrchestratorSettings(Settings):
     orchestrator_cleanup_base_delay_seconds: float = Field(default=300.0, ge=0)
     orchestrator_cleanup_per_10k_vectors_seconds: float = Field(default=60.0, ge=0)
     orchestrator_cleanup_max_delay_seconds: float = Field(default=1800.0, ge=0)
+    # Quota admission: how long a call to the resources service may take before
+    # the request is refused UNAVAILABLE, and how many directory entries the
+    # survey of a new source looks at (past that its count is a lower bound).
+    orchestrator_resources_timeout_seconds: float = Field(default=5.0, gt=0)
+    orchestrator_admission_max_walk_entries: int = Field(default=100_000, ge=1)

@@ -21,8 +21,10 @@ from kit.logs import get_logger
 from orchestrator import commands, metrics
 from orchestrator.adapters.records import CollectionRecord, OperationRecord, request_hash
 from orchestrator.adapters.repository import OrchestratorRepository
+from orchestrator.admission import Admission, Planned
 from orchestrator.application import Clock, owner_scope, utc_now
 from orchestrator.config import OrchestratorSettings
+from orchestrator.domain.collections import can_start
 from orchestrator.domain.config import RequestedConfig, validate_config
 from orchestrator.domain.fields import invalid_field, require
 from orchestrator.domain.operations import OperationType
@@ -93,11 +95,13 @@ class ReindexApp:
         self,
         repository: OrchestratorRepository,
         policy: ReindexPolicy,
+        admission: Admission,
         registry: ModelRegistry | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._repo = repository
         self._policy = policy
+        self._admission = admission
         self._registry = registry or ModelRegistry()
         self._now = clock
 
@@ -131,20 +135,34 @@ class ReindexApp:
                 request.expected_generation,
             )
 
-        _, op, _ = await self._repo.start_operation(
-            request.collection_id,
-            owner_scope(principal),
-            OperationType.REINDEX,
-            target,
-            request.request_id,
-            fingerprint,
-            self._now(),
-            lambda live, op: [
-                commands.reindex_command(live, op, principal, thresholds_message(thresholds))
-            ],
-            created_by=principal.id,
-            admit=admit,
-        )
+        def start(operation_id: str | None):
+            return self._repo.start_operation(
+                request.collection_id,
+                owner_scope(principal),
+                OperationType.REINDEX,
+                target,
+                request.request_id,
+                fingerprint,
+                self._now(),
+                lambda live, op: [
+                    commands.reindex_command(live, op, principal, thresholds_message(thresholds))
+                ],
+                created_by=principal.id,
+                admit=admit,
+                operation_id=operation_id,
+            )
+
+        scope = owner_scope(principal)
+        if await self._repo.request_seen(scope or "", request.request_id):
+            _, op, _ = await start(None)  # a retry: the first result, no new admission
+            return op
+        # The checks run again under the row lock; here they keep a collection
+        # that could not be reindexed anyway from being refused for quota instead.
+        live = await self._repo.get_collection(request.collection_id, scope)
+        can_start(live.status, live.active_operation_id, live.id)
+        admit(live)
+        planned = Planned(OperationType.REINDEX, live.owner_id, target, live.id, live=live)
+        _, op, _ = await self._admission.start(planned, start)
         return op
 
     async def complete(self, principal: Principal, request: SwitchRequest) -> SwitchOutcome:

@@ -21,6 +21,8 @@ from kit.config import ServiceName
 from kit.grpc.server import ServiceBinding, bind
 from kit.runtime import ServiceContext, ServiceSpec
 from orchestrator.adapters.repository import OrchestratorRepository
+from orchestrator.adapters.resources_client import ResourcesClient
+from orchestrator.admission import Admission
 from orchestrator.background import background
 from orchestrator.collection_app import CollectionApp
 from orchestrator.collection_servicer import CollectionServicer
@@ -70,7 +72,16 @@ def _settings(ctx: ServiceContext) -> OrchestratorSettings:
 @contextlib.asynccontextmanager
 async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
     settings = _settings(ctx)
-    repository = OrchestratorRepository(ctx.pool, ctx.schema)
+    resources = ResourcesClient(
+        settings.resources_address,
+        settings.outbound_token(),
+        settings.orchestrator_resources_timeout_seconds,
+    )
+    admission = Admission(
+        resources, settings.source_roots, settings.orchestrator_admission_max_walk_entries
+    )
+    # Every path that ends an operation goes through ``apply``: its reservation is released there.
+    repository = OrchestratorRepository(ctx.pool, ctx.schema, admission.release_finished)
     bucket = await ObjectBucket.ensure(
         ctx.bus.js, storage=settings.jetstream_storage, replicas=settings.jetstream_replicas
     )
@@ -81,18 +92,19 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
             settings=settings,
             repository=repository,
             watcher=watcher,
-            collections=CollectionApp(repository, settings.source_roots),
+            collections=CollectionApp(repository, settings.source_roots, admission),
             operations=OperationApp(
                 repository,
                 watcher,
                 poll_seconds=settings.orchestrator_watch_poll_seconds,
                 min_interval_seconds=settings.orchestrator_watch_min_interval_seconds,
             ),
-            uploads=UploadApp(repository, bucket, upload_limits(settings)),
-            reindex=ReindexApp(repository, ReindexPolicy.from_settings(settings)),
+            uploads=UploadApp(repository, bucket, upload_limits(settings), admission),
+            reindex=ReindexApp(repository, ReindexPolicy.from_settings(settings), admission),
         )
     finally:
         await watcher.stop()
+        await resources.close()
 
 
 def bindings(ctx: ServiceContext) -> list[ServiceBinding]:

@@ -5,18 +5,16 @@ the alias on it too, in case the caller died before it did) and the
 
 from __future__ import annotations
 
-from google.protobuf import struct_pb2, timestamp_pb2
-from google.protobuf.message import Message
+from google.protobuf import timestamp_pb2
 
+from kit.audit_records import audit_event_id, audit_row
 from kit.auth import Principal
 from kit.bus import subjects
 from kit.events import new_envelope
-from kit.sanitise import sanitise_data
 from orchestrator.adapters.records import CollectionRecord, OperationRecord
 from orchestrator.commands import PRODUCER, OutboxRow
 from orchestrator.domain.reindex import Switch
-from vectorops.common.v1 import audit_pb2
-from vectorops.events.v1 import audit_record_pb2, collection_events_pb2
+from vectorops.events.v1 import collection_events_pb2
 
 SWITCH_ACTION = "reindex.switch"
 
@@ -28,16 +26,17 @@ def switch_rows(
     actor: Principal,
     request_id: str,
 ) -> list[OutboxRow]:
-    """The rows of one switch; ``actor`` is the service that called."""
-    return [
-        _row(subjects.COLLECTION_SWITCHED, collection_switched(collection, op, switch), op, actor),
-        _row(
-            subjects.audit_subject(SWITCH_ACTION),
-            switch_audit(op, switch, request_id),
-            op,
-            actor,
-        ),
-    ]
+    """The rows of one switch; ``actor`` is the service that called (the audit's
+    "who" of the switch itself; the step's ``operation.step`` carries the requester)."""
+    announced = new_envelope(
+        collection_switched(collection, op, switch),
+        producer=PRODUCER,
+        operation_id=op.id,
+        collection_id=op.operation.collection_id,
+        owner_id=op.owner_id,
+        actor=actor,
+    )
+    return [(subjects.COLLECTION_SWITCHED, announced), switch_audit(op, switch, actor, request_id)]
 
 
 def collection_switched(
@@ -57,36 +56,23 @@ def collection_switched(
 
 
 def switch_audit(
-    op: OperationRecord, switch: Switch, request_id: str
-) -> audit_record_pb2.AuditRecord:
-    details = struct_pb2.Struct()
-    details.update(
-        sanitise_data(
-            {
-                "from_generation": switch.from_generation,
-                "to_generation": switch.to_generation,
-                "old_physical_collections": list(switch.retired_collections),
-                "new_physical_collection": switch.physical_collection,
-                "validation_passed": True,  # the switch is refused otherwise
-            }
-        )
-    )
-    return audit_record_pb2.AuditRecord(
-        action=SWITCH_ACTION,
-        outcome=audit_pb2.AUDIT_OUTCOME_SUCCESS,
+    op: OperationRecord, switch: Switch, actor: Principal, request_id: str
+) -> OutboxRow:
+    """The ``reindex.switch`` audit row; one per operation (its event id says so)."""
+    return audit_row(
+        SWITCH_ACTION,
         service=PRODUCER,
+        details={
+            "from_generation": switch.from_generation,
+            "to_generation": switch.to_generation,
+            "old_physical_collections": list(switch.retired_collections),
+            "new_physical_collection": switch.physical_collection,
+            "validation_passed": True,  # the switch is refused otherwise
+        },
         request_id=request_id,
-        details=details,
-    )
-
-
-def _row(subject: str, payload: Message, op: OperationRecord, actor: Principal) -> OutboxRow:
-    envelope = new_envelope(
-        payload,
-        producer=PRODUCER,
         operation_id=op.id,
         collection_id=op.operation.collection_id,
         owner_id=op.owner_id,
         actor=actor,
+        event_id=audit_event_id(op.id, SWITCH_ACTION),
     )
-    return subject, envelope

@@ -39,7 +39,9 @@ from orchestrator.adapters.records import (
     request_hash,
 )
 from orchestrator.adapters.repository import OrchestratorRepository
+from orchestrator.admission import Admission, Planned
 from orchestrator.application import Clock, owner_scope, utc_now
+from orchestrator.domain.admission import Documents
 from orchestrator.domain.collections import can_start
 from orchestrator.domain.fields import require, validate_name
 from orchestrator.domain.operations import OperationType
@@ -87,10 +89,12 @@ class UploadApp:
         repository: OrchestratorRepository,
         bucket: ObjectBucket,
         limits: UploadLimits,
+        admission: Admission,
         clock: Clock = utc_now,
         spool_memory_bytes: int = SPOOL_MEMORY_BYTES,
     ) -> None:
         self._repo = repository
+        self._admission = admission
         self._bucket = bucket
         self._limits = limits
         self._now = clock
@@ -241,19 +245,33 @@ class UploadApp:
             target.new_source.path if target.new_source else "",
             [(d.path, str(d.media_type), d.sha256) for d in accepted],
         )
-        collection, op, _ = await self._repo.start_operation(
-            target.collection_id,
-            owner_scope(principal),
-            OperationType.APPEND,
-            None,
-            header.request_id,
-            fingerprint,
-            self._now(),
-            lambda current, op: [commands.append_command(current, op, principal, manifest)],
-            new_source=target.new_source,
-            source_id=None if target.new_source else target.source_id,
-            created_by=principal.id,
+
+        def start(operation_id: str | None):
+            return self._repo.start_operation(
+                target.collection_id,
+                owner_scope(principal),
+                OperationType.APPEND,
+                None,
+                header.request_id,
+                fingerprint,
+                self._now(),
+                lambda current, op: [commands.append_command(current, op, principal, manifest)],
+                new_source=target.new_source,
+                source_id=None if target.new_source else target.source_id,
+                created_by=principal.id,
+                operation_id=operation_id,
+            )
+
+        scope = owner_scope(principal)
+        if await self._repo.request_seen(scope or "", header.request_id):
+            collection, op, _ = await start(None)  # a retry: the first result, no new admission
+            return collection, op
+        live = await self._repo.get_collection(target.collection_id, scope)
+        uploaded = Documents(len(accepted), sum(d.size_bytes for d in accepted))
+        planned = Planned(
+            OperationType.APPEND, live.owner_id, live.config, live.id, uploaded=uploaded
         )
+        collection, op, _ = await self._admission.start(planned, start)
         return collection, op
 
 

@@ -7,9 +7,11 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from kit.embedding_models import Quantization
-from resources.adapters.resources_repository import CollectionUsage, Reservation
-from resources.domain.quotas import LIMITS, Held, Quota, Usage, Violation
+from resources.adapters.resources_repository import Reservation
+from resources.domain.quotas import LIMITS, CollectionUsage, Held, Quota, Usage, Violation
+from resources.domain.usage_drift import CollectionDrift
 from vectorops.common.v1 import config_pb2
+from vectorops.resources.v1 import resource_service_pb2 as api
 from vectorops.resources.v1 import resources_pb2 as pb
 
 _QUANTIZATIONS = {
@@ -94,14 +96,24 @@ def usage_message(usage: Usage, held: Held, collections: list[CollectionUsage]) 
         active_operations=held.operations,
         reserved_vectors=held.vectors,
         reserved_bytes=held.bytes,
-        collection_usage=[
-            pb.CollectionUsage(
-                collection_id=c.collection_id,
-                vectors=c.vectors,
-                stored_bytes=c.stored_bytes,
-                documents=c.documents,
-            )
-            for c in collections
-        ],
+        collection_usage=[collection_usage_message(c) for c in collections],
         update_time=timestamp(usage.updated_at),
     )
+
+
+def collection_usage_message(usage: CollectionUsage) -> pb.CollectionUsage:
+    return pb.CollectionUsage(
+        collection_id=usage.collection_id,
+        vectors=usage.vectors,
+        stored_bytes=usage.stored_bytes,
+        documents=usage.documents,
+    )
+
+
+def drift_message(drift: CollectionDrift) -> api.CollectionUsageDrift:
+    message = api.CollectionUsageDrift(collection_id=drift.collection_id)
+    if drift.recorded is not None:
+        message.recorded.CopyFrom(collection_usage_message(drift.recorded))
+    if drift.measured is not None:
+        message.measured.CopyFrom(collection_usage_message(drift.measured))
+    return message

@@ -1,7 +1,8 @@
 """The resources service: quotas, estimates, reservations and usage.
 
-``lifespan`` builds the repository over the service's schema; ``bindings`` serves
-``ResourceService``; ``background`` runs the usage consumer.
+``lifespan`` builds the repository over the service's schema and the client that
+asks the indexer for the usage it measures; ``bindings`` serves ``ResourceService``;
+``background`` runs the usage consumer.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from datetime import timedelta
 from kit.config import ServiceName
 from kit.grpc.server import ServiceBinding, bind
 from kit.runtime import ServiceContext, ServiceSpec
+from resources.adapters.indexer_usage import IndexerUsageClient
 from resources.adapters.resources_repository import ResourcesRepository
+from resources.adapters.system_headroom import SystemHeadroom
 from resources.config import ResourcesSettings
+from resources.domain.headroom import Floors
 from resources.domain.quotas import Quota
+from resources.quota_gauges import QuotaGauges
 from resources.servicer import ResourceServicer
 from resources.usage_consumer import USAGE_CONSUMER, UsageConsumer
 from vectorops.resources.v1 import resource_service_pb2_grpc
@@ -26,6 +31,7 @@ from vectorops.resources.v1 import resource_service_pb2_grpc
 class ResourcesApp:
     repository: ResourcesRepository
     usage: UsageConsumer
+    indexer_usage: IndexerUsageClient  # what ReconcileUsage measures against
 
 
 def default_quota(settings: ResourcesSettings):
@@ -51,14 +57,30 @@ def _settings(ctx: ServiceContext) -> ResourcesSettings:
 
 @asynccontextmanager
 async def lifespan(ctx: ServiceContext) -> AsyncIterator[ResourcesApp]:
-    repository = ResourcesRepository(ctx.pool, ctx.schema, default_quota(_settings(ctx)))
-    yield ResourcesApp(repository, UsageConsumer(repository))
+    settings = _settings(ctx)
+    repository = ResourcesRepository(ctx.pool, ctx.schema, default_quota(settings))
+    # Its channel opens at the first call: the indexer starts after this service.
+    indexer_usage = IndexerUsageClient(
+        settings.indexer_address,
+        settings.outbound_token(),
+        settings.resources_indexer_timeout_seconds,
+    )
+    try:
+        yield ResourcesApp(repository, UsageConsumer(repository), indexer_usage)
+    finally:
+        await indexer_usage.close()
 
 
 def bindings(ctx: ServiceContext) -> list[ServiceBinding]:
     app: ResourcesApp = ctx.app
-    ttl = timedelta(seconds=_settings(ctx).resources_reservation_ttl_seconds)
-    servicer = ResourceServicer(app.repository, ttl)
+    settings = _settings(ctx)
+    ttl = timedelta(seconds=settings.resources_reservation_ttl_seconds)
+    floors = Floors(
+        disk_bytes=settings.resources_min_free_disk_bytes,
+        memory_bytes=settings.resources_min_free_memory_bytes,
+    )
+    headroom = SystemHeadroom(settings.resources_headroom_path)
+    servicer = ResourceServicer(app.repository, ttl, headroom.read, floors, app.indexer_usage)
     return [bind(resource_service_pb2_grpc, "ResourceService", servicer)]
 
 
@@ -70,7 +92,8 @@ def background(ctx: ServiceContext):
             app.usage.handle,
             concurrency=_settings(ctx).resources_usage_concurrency,
             stop=ctx.stop,
-        )
+        ),
+        QuotaGauges(ctx.pool, ctx.schema, app.repository).run(ctx.stop),
     ]
 
 

@@ -1,21 +1,26 @@
 """``vectorops.resources.v1.ResourceService``: who may ask, then messages ⇄ the repository.
 
 A user reads their own quota and usage; an admin or a service any owner's.
-SetQuota needs the admin role, Reserve and Release the service role.
+SetQuota and ReconcileUsage need the admin role, Reserve and Release the
+service role. A quota change and every refused reservation are audited
+(``quota_audit``), and so is every reconciliation (``usage_audit``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, timedelta
 
 import grpc
 
 from kit.auth import Principal, Role
-from kit.errors import FieldViolation, InvalidArgument
+from kit.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from kit.grpc.interceptors import current_principal
-from resources import messages
+from resources import messages, metrics, quota_audit, usage_audit
+from resources.adapters.indexer_usage import IndexerUsageClient
 from resources.adapters.resources_repository import ReservationRequest, ResourcesRepository
 from resources.domain.estimates import EstimateInput, estimate
+from resources.domain.headroom import Floors, Headroom, shortfalls
 from resources.domain.quotas import Demand, check_limit_values, parse_update_mask
 from vectorops.common.v1 import operation_pb2
 from vectorops.resources.v1 import resource_service_pb2 as api
@@ -46,10 +51,27 @@ def _collections_needed(operation_type: int) -> int:
     return 1 if operation_type == operation_pb2.OPERATION_TYPE_INDEX else 0
 
 
+NO_FLOORS = Floors()
+
+
+def _unmeasured() -> Headroom:
+    return Headroom(free_disk_bytes=None, free_memory_bytes=None)
+
+
 class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
-    def __init__(self, repository: ResourcesRepository, reservation_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        repository: ResourcesRepository,
+        reservation_ttl: timedelta,
+        headroom: Callable[[], Headroom] = _unmeasured,
+        floors: Floors = NO_FLOORS,
+        indexer_usage: IndexerUsageClient | None = None,
+    ) -> None:
         self._repository = repository
         self._ttl = reservation_ttl
+        self._headroom = headroom
+        self._floors = floors
+        self._indexer_usage = indexer_usage
 
     async def GetQuota(
         self, request: api.GetQuotaRequest, context: Context
@@ -62,12 +84,15 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
     async def SetQuota(
         self, request: api.SetQuotaRequest, context: Context
     ) -> api.SetQuotaResponse:
-        current_principal().require(Role.ADMIN)
+        principal = current_principal()
+        principal.require(Role.ADMIN)
         _require(**{"quota.owner_id": request.quota.owner_id, "request_id": request.request_id})
         names = parse_update_mask(list(request.update_mask.paths))
         values = messages.quota_values(request.quota, names)
         check_limit_values(values)
-        quota = await self._repository.set_quota(request.quota.owner_id, values)
+        owner = request.quota.owner_id
+        audit = quota_audit.quota_set(principal, owner, request.request_id, values)
+        quota = await self._repository.set_quota(owner, values, audit)
         return api.SetQuotaResponse(quota=messages.quota_message(quota))
 
     async def Estimate(
@@ -103,7 +128,8 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         )
 
     async def Reserve(self, request: api.ReserveRequest, context: Context) -> api.ReserveResponse:
-        current_principal().require(Role.SERVICE)
+        principal = current_principal()
+        principal.require(Role.SERVICE)
         _require(
             operation_id=request.operation_id,
             owner_id=request.owner_id,
@@ -127,24 +153,46 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 reason="INVALID_ARGUMENT",
                 field_violations=[FieldViolation("ttl", "must be positive")],
             )
-        reservation, replayed = await self._repository.reserve(
-            ReservationRequest(
-                operation_id=request.operation_id,
-                owner_id=request.owner_id,
-                collection_id=request.collection_id,
-                operation_type=request.operation_type,
-                demand=Demand(
-                    vectors=request.vectors,
-                    bytes=request.bytes,
-                    documents=request.documents,
-                    collections=_collections_needed(request.operation_type),
-                ),
-                expires_at=request.expire_time.ToDatetime(tzinfo=UTC)
-                if request.HasField("expire_time")
-                else None,
-                ttl=ttl,
-            )
+        demand = Demand(
+            vectors=request.vectors,
+            bytes=request.bytes,
+            documents=request.documents,
+            collections=_collections_needed(request.operation_type),
         )
+        short = shortfalls(self._headroom(), self._floors, demand)
+        try:
+            reservation, replayed = await self._repository.reserve(
+                ReservationRequest(
+                    operation_id=request.operation_id,
+                    owner_id=request.owner_id,
+                    collection_id=request.collection_id,
+                    operation_type=request.operation_type,
+                    demand=demand,
+                    expires_at=request.expire_time.ToDatetime(tzinfo=UTC)
+                    if request.HasField("expire_time")
+                    else None,
+                    ttl=ttl,
+                ),
+                short,
+            )
+        except ResourceExhausted as refusal:
+            metrics.count_refusal(refusal)
+            await self._repository.record_refusal(
+                quota_audit.quota_refused(
+                    principal,
+                    request.owner_id,
+                    request.request_id,
+                    refusal,
+                    operation_id=request.operation_id,
+                    collection_id=request.collection_id,
+                    requested={
+                        "vectors": request.vectors,
+                        "bytes": request.bytes,
+                        "documents": request.documents,
+                    },
+                )
+            )
+            raise
         now = await self._repository.now()
         return api.ReserveResponse(
             reservation=messages.reservation_message(reservation, now), replayed=replayed
@@ -171,4 +219,33 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         return api.GetUsageResponse(
             usage=messages.usage_message(usage, held, collections),
             quota=messages.quota_message(quota),
+        )
+
+    async def ReconcileUsage(
+        self, request: api.ReconcileUsageRequest, context: Context
+    ) -> api.ReconcileUsageResponse:
+        principal = current_principal()
+        principal.require(Role.ADMIN)
+        _require(owner_id=request.owner_id, request_id=request.request_id)
+        if self._indexer_usage is None:
+            raise Unavailable(
+                "no indexer is configured to measure usage",
+                reason="BACKEND_UNAVAILABLE",
+                metadata={"backend": "indexer"},
+            )
+        owner = request.owner_id
+        # Measured before the transaction: an unreachable indexer changes nothing.
+        measured = await self._indexer_usage.collections(owner)
+        reconciliation = await self._repository.replace_usage(
+            owner,
+            measured,
+            lambda done: usage_audit.usage_reconciled(principal, owner, request.request_id, done),
+        )
+        _, held = await self._repository.usage(owner)
+        return api.ReconcileUsageResponse(
+            usage_before=messages.usage_message(
+                reconciliation.before, held, reconciliation.recorded
+            ),
+            usage_after=messages.usage_message(reconciliation.after, held, reconciliation.measured),
+            drifted_collections=[messages.drift_message(d) for d in reconciliation.drifted],
         )

@@ -1,6 +1,8 @@
 """The orchestrator in-process for API tests: its own lifespan and bindings on
 a kit gRPC server (port 0), a real Postgres database, a real nats-server, the
-outbox dispatcher publishing, and tokens for two users and an admin.
+outbox dispatcher publishing, and tokens for two users and an admin. The
+resources service it asks for quota admission runs beside it, in-process
+too, over its own schema of the same database (default quotas).
 
 Operations are moved along through the repository's ``apply`` (what the
 event consumer does with the indexer's events), so the tests need no indexer.
@@ -13,6 +15,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +32,17 @@ from kit.config import ServiceName
 from kit.db.migrations import load_migrations, migrate
 from kit.db.pool import connect_pool
 from kit.events import parse_envelope
-from kit.grpc.server import create_server
+from kit.grpc.server import bind, create_server
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.outbox import OutboxDispatcher
 from kit.runtime import ServiceContext
 from orchestrator.config import OrchestratorSettings
 from orchestrator.domain.operations import STEPS, DomainEvent
 from orchestrator.server import Application, bindings, lifespan
+from resources.adapters.resources_repository import ResourcesRepository
+from resources.config import ResourcesSettings
+from resources.server import default_quota
+from resources.servicer import ResourceServicer
 from vectorops.common.v1 import config_pb2, source_pb2
 from vectorops.events.v1 import envelope_pb2
 from vectorops.orchestrator.v1 import (
@@ -44,8 +51,11 @@ from vectorops.orchestrator.v1 import (
     orchestrator_pb2,
     reindex_control_service_pb2_grpc,
 )
+from vectorops.resources.v1 import resource_service_pb2_grpc
 
 SCHEMA = "orchestrator"
+RESOURCES_SCHEMA = "resources"
+SERVICE_TOKEN = "indexer-token"  # what the orchestrator presents to the resources service
 HASH_MODEL = "vectorops/hash-bow-384"
 PRINCIPALS = {
     "alice": Principal("alice", Role.USER),
@@ -112,6 +122,35 @@ def _no_rows(_events: list[DomainEvent]) -> list:
     return []
 
 
+def _authenticator() -> TokenAuthenticator:
+    return TokenAuthenticator(
+        (digest(f"{name}-token"), principal) for name, principal in PRINCIPALS.items()
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_resources(database: str) -> AsyncIterator[str]:
+    """The resources service (default quotas) on port 0; yields its address."""
+    pool = await connect_pool(database, RESOURCES_SCHEMA, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn, RESOURCES_SCHEMA, load_migrations("kit") + load_migrations("resources"))
+    settings = ResourcesSettings(service=ServiceName.RESOURCES)
+    repository = ResourcesRepository(pool, RESOURCES_SCHEMA, default_quota(settings))
+    servicer = ResourceServicer(repository, timedelta(hours=1))
+    running = await create_server(
+        "127.0.0.1",
+        0,
+        [bind(resource_service_pb2_grpc, "ResourceService", servicer)],
+        _authenticator(),
+    )
+    await running.set_serving()
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        await running.server.stop(0)
+        await pool.close()
+
+
 @contextlib.asynccontextmanager
 async def running_orchestrator(
     database: str, nats_url: str, folder: Path, **overrides: Any
@@ -119,12 +158,18 @@ async def running_orchestrator(
     roots, outside = folder / "roots", folder / "outside"
     roots.mkdir()
     outside.mkdir()
+    quotas = contextlib.AsyncExitStack()
+    if "resources_address" not in overrides:
+        overrides["resources_address"] = await quotas.enter_async_context(
+            running_resources(database)
+        )
     settings = OrchestratorSettings(
         service=ServiceName.ORCHESTRATOR,
         postgres_dsn=database,
         nats_url=nats_url,
         source_roots=[roots],
         outbox_poll_seconds=0.2,
+        service_token=SERVICE_TOKEN,
         **overrides,
     )
     pool = await connect_pool(database, SCHEMA, min_size=1, max_size=8)
@@ -133,9 +178,7 @@ async def running_orchestrator(
     bus = await JetStream.connect(nats_url, name="orchestrator-api-test", storage="memory")
     await bus.ensure_streams(ALL_STREAMS)
     ctx = ServiceContext(settings=settings, pool=pool, bus=bus, schema=SCHEMA)
-    authenticator = TokenAuthenticator(
-        (digest(f"{name}-token"), principal) for name, principal in PRINCIPALS.items()
-    )
+    authenticator = _authenticator()
     dispatcher = OutboxDispatcher(pool, bus, SCHEMA, poll_seconds=0.2)
     publishing = asyncio.create_task(dispatcher.run(ctx.stop))
     try:
@@ -155,6 +198,7 @@ async def running_orchestrator(
         await asyncio.wait_for(publishing, timeout=10)
         await bus.close()
         await pool.close()
+        await quotas.aclose()
 
 
 # --- assertions -------------------------------------------------------------------------

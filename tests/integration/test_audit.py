@@ -14,8 +14,10 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from prometheus_client import REGISTRY
 
 from audit.adapters.audit_repository import AuditRepository
+from audit.chain_monitor import ChainMonitor
 from audit.servicer import AuditServicer
 from audit.sink import AuditSink, consumer_spec
 from kit.auth import Principal, Role, TokenAuthenticator, digest
@@ -347,3 +349,38 @@ async def test_unreadable_message_is_rejected_and_the_sink_goes_on(bus, pool, st
     rows = await pool.fetch("SELECT event_id FROM audit_events")
     assert [str(r["event_id"]) for r in rows] == [good.event_id]
     assert info.num_redelivered == 0  # rejected at once, not retried
+
+
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
+async def test_chain_monitor_reports_a_tampered_row_on_its_gauge(bus, pool, stream, sink) -> None:
+    monitor = ChainMonitor(AuditRepository(pool, SCHEMA))
+    for action in ("collection.create", "source.add"):
+        await _publish(bus, stream, _record(action))
+    await _wait_rows(pool, 2)
+    assert await monitor.check_once()
+    assert _gauge("vectorops_audit_chain_broken") == 0
+    assert _gauge("vectorops_audit_chain_verified_sequence") == 2
+    # The next check walks only what was appended since: row 3.
+    await _publish(bus, stream, _record("operation.complete"))
+    await _wait_rows(pool, 3)
+    assert await monitor.check_once()
+    assert _gauge("vectorops_audit_chain_verified_sequence") == 3
+    # An edit of a row already verified is found by the full walk.
+    original = await pool.fetchval("SELECT principal FROM audit_events WHERE sequence = 1")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        await conn.execute("UPDATE audit_events SET principal = 'nobody' WHERE sequence = 1")
+        await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    assert await monitor.check_once()  # incremental: nothing new to walk
+    assert not await monitor.check_once(full=True)
+    assert _gauge("vectorops_audit_chain_broken") == 1
+    assert not await monitor.check_once()  # broken: every check walks it all
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        await conn.execute("UPDATE audit_events SET principal = $1 WHERE sequence = 1", original)
+        await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    assert await monitor.check_once()  # the row restored from a backup
+    assert _gauge("vectorops_audit_chain_broken") == 0

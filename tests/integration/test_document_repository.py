@@ -288,3 +288,47 @@ async def test_deleting_a_collection_takes_its_sources_and_documents(
     assert not await repo.delete_collection(cid)
     assert await repo.list_sources(cid) == []
     assert await repo.counts(cid) == (0, 0, 0)
+
+
+async def test_owner_usage_pages_the_owners_collections_with_their_counts(
+    repo: DocumentRepository,
+) -> None:
+    ids = []
+    for documents in (2, 0, 1):
+        collection_id, (source_id,) = await new_collection(repo)
+        await repo.record_documents(
+            [doc(collection_id, source_id, f"d{n}.md", f"h{n}") for n in range(documents)]
+        )
+        ids.append(collection_id)
+    # A failed document stores nothing; another owner's collection is not listed.
+    await repo.record_documents(
+        [
+            doc(
+                ids[1],
+                (await repo.list_sources(ids[1]))[0].source_id,
+                "bad.md",
+                "hb",
+                DocumentStatus.FAILED,
+                vector_count=0,
+                chunk_count=0,
+            )
+        ]
+    )
+    assert await repo.upsert_collection(collection(str(uuid.uuid4()), owner_id="bob"))
+
+    first, token = await repo.owner_usage("alice", 2)
+    rest, last = await repo.owner_usage("alice", 2, token)
+    assert token and last == ""
+    listed = {u.collection_id: (u.documents, u.vectors, u.bytes) for u in first + rest}
+    assert [u.collection_id for u in first + rest] == sorted(ids)
+    expected = dict(zip(ids, [(2, 4, 200), (0, 0, 0), (1, 2, 100)], strict=True))
+    assert listed == expected
+    for collection_id, (documents, vectors, stored) in expected.items():
+        assert await repo.counts(collection_id) == (documents, vectors, stored)
+
+    with pytest.raises(InvalidArgument) as foreign:
+        await repo.owner_usage("bob", 2, token)  # a token of alice's list
+    assert foreign.value.reason == "INVALID_PAGE_TOKEN"
+    await repo.delete_collection(ids[0])  # what a completed DELETE does
+    remaining, _ = await repo.owner_usage("alice", 10)
+    assert [u.collection_id for u in remaining] == sorted(ids[1:])

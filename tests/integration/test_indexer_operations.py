@@ -45,7 +45,7 @@ from indexer.adapters.document_repository import (
     SourceStatus,
 )
 from indexer.adapters.edge_store import EdgeVectorStore
-from indexer.adapters.operation_journal import OperationJournal
+from indexer.adapters.operation_journal import OperationJournal, Outcome
 from indexer.cancellations import Cancellations, CancelListener
 from indexer.commands import CommandConsumer, consumer_spec
 from indexer.domain.documents import document_id
@@ -232,6 +232,7 @@ async def test_index_announces_every_step_and_completes_with_usage(indexer: Inde
     assert (usage.payload.documents_delta, usage.payload.vectors_delta) == (3, points)
     assert usage.payload.bytes_delta == finalize["stored_bytes"] > 0
     assert usage.payload.owner_id == "alice" and usage.payload.reason == "index"
+    assert usage.payload.collections_delta == 1
 
     docs = {d.path: d for d in await indexer.repository.documents_of_source(cid, sid)}
     assert docs["broken.pdf"].status is DocumentStatus.FAILED
@@ -312,6 +313,7 @@ async def test_remove_source_leaves_none_of_its_points_and_the_others_intact(
     assert statuses == {gone.id: SourceStatus.REMOVED, kept.id: SourceStatus.ACTIVE}
     [usage] = [e.payload for e in events if e.kind == "UsageDelta"]
     assert (usage.documents_delta, usage.vectors_delta) == (-3, -gone_points)
+    assert usage.collections_delta == 0
 
 
 async def test_delete_drops_the_collections_and_the_alias_but_no_system_collection(
@@ -345,6 +347,7 @@ async def test_delete_drops_the_collections_and_the_alias_but_no_system_collecti
         await indexer.repository.get_collection(collection.collection_id)
     [usage] = [e.payload for e in events if e.kind == "UsageDelta"]
     assert (usage.documents_delta, usage.vectors_delta) == (-2, -points)
+    assert usage.collections_delta == -1
     [done] = [e.payload for e in events if e.kind == "OperationCompleted"]
     assert (done.document_count, done.vector_count) == (0, 0)
 
@@ -420,9 +423,62 @@ async def test_cancel_mid_ingest_stops_without_announcing_more_steps(indexer: In
     assert cancelled.event_id == f"{op}.cancelled"
     assert cancelled.payload.collection_changed
     assert list(completed_steps(events)) == ["create_collection"]
-    assert not [e for e in events if e.kind in ("OperationCompleted", "UsageDelta")]
-    assert events[-1] == cancelled  # nothing at all after it
+    assert not [e for e in events if e.kind == "OperationCompleted"]
+    # What it wrote before it stopped is stored all the same, and the collection
+    # it made stays until a DELETE: both go to the resources service.
+    usage = events[-1]  # nothing else after the outcome
+    assert events[-2] == cancelled and usage.kind == "UsageDelta"
+    assert usage.event_id == f"{op}.usage"
+    documents, vectors, _ = await indexer.repository.counts(collection.collection_id)
+    assert documents > 0 and vectors > 0
+    assert (usage.payload.documents_delta, usage.payload.vectors_delta) == (documents, vectors)
+    assert usage.payload.collections_delta == 1
     assert await indexer.store.get_alias(collection.alias_name) is None  # never finalized
+
+
+async def test_a_run_cut_short_then_cancelled_still_reports_what_it_stored(
+    indexer: Indexer,
+) -> None:
+    write_texts(indexer.roots / "docs", 8, sentences=20)
+    collection = snapshot()
+    command = index_command(collection, directory(indexer.roots / "docs"))
+    op, cid = command.operation_id, collection.collection_id
+    spec = indexer.consumer.spec
+    await indexer.bus.ensure_consumer(spec)
+    pull = await indexer.bus.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+    indexer.gate.hold_after(2)
+    await indexer.send("INDEX", command)
+    [msg] = await pull.fetch(1, timeout=10)
+    first = asyncio.create_task(
+        indexer.consumer.handle(Delivery(msg.subject, msg.data, {}, 1, False, msg))
+    )
+
+    async def mid_ingest() -> bool:
+        return indexer.gate.held.is_set() and (await indexer.repository.counts(cid))[0] > 0
+
+    await eventually(mid_ingest, "some documents were written and embedding waits")
+    first.cancel()  # the indexer dies mid-ingest, and the operation is cancelled meanwhile
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    await indexer.cancel(op, cid)
+    await eventually(lambda: indexer.journal.is_cancelled(op), "the cancel was recorded")
+    await msg.nak()
+    await pull.unsubscribe()
+    indexer.gate.open()
+    indexer.start_consuming()
+    events = await indexer.settled(op)
+
+    # The redelivered command is dropped: no step runs again, but the usage counts.
+    assert [e.payload.step for e in events if e.kind == "StepStarted"] == [
+        "create_collection",
+        "ingest",
+    ]
+    [usage] = [e for e in events if e.kind == "UsageDelta"]
+    documents, vectors, _ = await indexer.repository.counts(cid)
+    assert documents > 0
+    assert usage.event_id == f"{op}.usage" and usage.payload.collections_delta == 1
+    assert (usage.payload.documents_delta, usage.payload.vectors_delta) == (documents, vectors)
+    assert (await indexer.journal.run(op)).outcome is Outcome.CANCELLED
 
 
 async def test_a_command_arriving_after_its_cancel_is_dropped(indexer: Indexer) -> None:
@@ -465,6 +521,20 @@ async def test_path_escape_at_append_fails_invalid_source_path_and_writes_nothin
     assert await indexer.store.count(name) == points
     assert escape.id not in {s.source_id for s in await indexer.repository.list_sources(cid)}
     assert (await indexer.repository.counts(cid))[0] == 2
+
+
+async def test_a_failed_index_still_counts_its_collection(indexer: Indexer, tmp_path: Path) -> None:
+    write_texts(tmp_path / "outside", 2)
+    collection = snapshot()
+    indexer.start_consuming()
+    events = await indexer.run("INDEX", index_command(collection, directory(tmp_path / "outside")))
+    [failed] = [e for e in events if e.kind == "OperationFailed"]
+    assert failed.payload.error.type == "INVALID_SOURCE_PATH"
+    # An ERROR collection holds its name until a DELETE: it counts, with nothing stored.
+    usage = events[-1]
+    assert usage.kind == "UsageDelta" and usage.event_id == f"{failed.operation_id}.usage"
+    assert usage.payload.collections_delta == 1 and usage.payload.reason == "index"
+    assert (usage.payload.documents_delta, usage.payload.vectors_delta) == (0, 0)
 
 
 async def test_reindex_fails_at_preflight_on_an_indexer_not_set_up_for_it(

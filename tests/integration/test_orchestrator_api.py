@@ -98,7 +98,7 @@ async def test_create_writes_a_pending_collection_and_publishes_its_index_comman
         with_id = await orch.pool.fetchval(
             "SELECT count(*) FROM orchestrator.outbox WHERE published_at IS NOT NULL"
         )
-        return with_id == 1
+        return with_id == 2  # the command and the operation.start audit record
 
     await eventually(published)
     raw = await orch.bus.js.get_last_msg("VO_COMMANDS", subjects.command_subject("INDEX"))
@@ -157,15 +157,16 @@ async def test_stored_config_holds_exactly_the_keys_the_indexer_reads(orch) -> N
 async def test_a_retry_returns_the_first_result_and_a_changed_request_is_refused(orch) -> None:
     first = await create(orch, request_id="same")
     again = await create(orch, request_id="same")
+    # Each create writes its command and its audit record; the retry writes nothing.
     assert again.operation.id == first.operation.id
     assert again.collection.id == first.collection.id
-    assert await orch.count("collections") == 1 and await orch.count("outbox") == 1
+    assert await orch.count("collections") == 1 and await orch.count("outbox") == 2
 
     refusal = await refused(create(orch, "other-name", request_id="same"))
     assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refusal.reason == "REQUEST_ID_REUSED"
     assert refusal.metadata == {"request_id": "same"}
-    assert await orch.count("collections") == 1 and await orch.count("outbox") == 1
+    assert await orch.count("collections") == 1 and await orch.count("outbox") == 2
 
 
 async def test_a_name_is_unique_per_owner(orch) -> None:

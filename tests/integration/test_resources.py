@@ -1,10 +1,12 @@
 """The resources service in-process over real Postgres (and real NATS for usage):
 quotas with update masks, roles, admission with QuotaFailure, a concurrent burst
-that must not over-commit, idempotent reserve/release, expiry, exactly-once usage."""
+that must not over-commit, idempotent reserve/release, expiry, exactly-once usage,
+the system headroom floors, and the audit rows of quota changes and refusals."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -15,7 +17,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -23,20 +27,24 @@ from google.rpc import error_details_pb2
 
 from kit.auth import Principal, Role, TokenAuthenticator, digest
 from kit.bus.jetstream import JetStream
-from kit.bus.subjects import USAGE_DELTA
+from kit.bus.subjects import USAGE_DELTA, audit_subject
 from kit.bus.topology import USAGE
 from kit.config import ServiceName
 from kit.db.migrations import load_migrations, migrate
 from kit.db.pool import connect_pool
-from kit.events import new_envelope
+from kit.events import new_envelope, parse_envelope, unpack
 from kit.grpc.server import bind, create_server
 from kit.grpc.status import error_info, status_from_rpc_error
-from resources.adapters.resources_repository import ResourcesRepository
+from kit.stack.launcher import free_port
+from resources.adapters.indexer_usage import IndexerUsageClient
+from resources.adapters.resources_repository import ResourcesRepository, UsageChange
+from resources.adapters.system_headroom import SystemHeadroom
+from resources.domain.headroom import Floors, Headroom
 from resources.domain.quotas import Quota
 from resources.servicer import ResourceServicer
 from resources.usage_consumer import USAGE_CONSUMER, UsageConsumer
-from vectorops.common.v1 import config_pb2, operation_pb2
-from vectorops.events.v1 import usage_pb2
+from vectorops.common.v1 import audit_pb2, config_pb2, operation_pb2
+from vectorops.events.v1 import audit_record_pb2, usage_pb2
 from vectorops.resources.v1 import resource_service_pb2 as api
 from vectorops.resources.v1 import resource_service_pb2_grpc
 from vectorops.resources.v1 import resources_pb2 as pb
@@ -66,6 +74,7 @@ def default_quota(owner_id: str) -> Quota:
 class Resources:
     stub: resource_service_pb2_grpc.ResourceServiceStub
     repository: ResourcesRepository
+    pool: asyncpg.Pool
 
     def call(self, method: str, request, who: str) -> Awaitable:
         return getattr(self.stub, method)(
@@ -73,13 +82,14 @@ class Resources:
         )
 
 
-@pytest.fixture
-async def resources(database: str) -> AsyncIterator[Resources]:
+@contextlib.asynccontextmanager
+async def serving(database: str, **servicer_options: Any) -> AsyncIterator[Resources]:
+    """The servicer on port 0; ``servicer_options``: its headroom reading and floors."""
     pool = await connect_pool(database, SCHEMA, min_size=1, max_size=40)
     async with pool.acquire() as conn:
         await migrate(conn, SCHEMA, load_migrations("kit") + load_migrations("resources"))
     repository = ResourcesRepository(pool, SCHEMA, default_quota)
-    servicer = ResourceServicer(repository, timedelta(hours=24))
+    servicer = ResourceServicer(repository, timedelta(hours=24), **servicer_options)
     running = await create_server(
         "127.0.0.1",
         0,
@@ -88,10 +98,27 @@ async def resources(database: str) -> AsyncIterator[Resources]:
     )
     await running.set_serving()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    yield Resources(resource_service_pb2_grpc.ResourceServiceStub(channel), repository)
-    await channel.close()
-    await running.server.stop(0)
-    await pool.close()
+    try:
+        yield Resources(resource_service_pb2_grpc.ResourceServiceStub(channel), repository, pool)
+    finally:
+        await channel.close()
+        await running.server.stop(0)
+        await pool.close()
+
+
+@pytest.fixture
+async def resources(database: str) -> AsyncIterator[Resources]:
+    async with serving(database) as running:
+        yield running
+
+
+async def audit_rows(resources: Resources, action: str) -> list[audit_record_pb2.AuditRecord]:
+    """The audit records of ``action`` the service wrote to its outbox, oldest first."""
+    rows = await resources.pool.fetch(
+        f"SELECT payload FROM {SCHEMA}.outbox WHERE subject = $1 ORDER BY id",
+        audit_subject(action),
+    )
+    return [unpack(parse_envelope(row["payload"]), audit_record_pb2.AuditRecord) for row in rows]
 
 
 async def refused(call: Awaitable) -> tuple[grpc.StatusCode, str, object]:
@@ -399,6 +426,128 @@ async def test_usage_deltas_are_applied_once_under_redelivery(
         stop.set()
         await consumer
         await bus.close()
+
+
+async def test_a_refused_reservation_and_a_quota_change_are_audited(
+    resources: Resources,
+) -> None:
+    request_id = str(uuid.uuid4())
+    await resources.call(
+        "SetQuota",
+        api.SetQuotaRequest(
+            quota=pb.Quota(owner_id="carol", max_vectors=50),
+            update_mask=field_mask_pb2.FieldMask(paths=["max_vectors"]),
+            request_id=request_id,
+        ),
+        "admin",
+    )
+    (changed,) = await audit_rows(resources, "quota.set")
+    assert (changed.outcome, changed.request_id) == (audit_pb2.AUDIT_OUTCOME_SUCCESS, request_id)
+    assert changed.details["limits"]["max_vectors"] == 50
+
+    over = reserve_request("carol", 80)
+    code, reason, _ = await refused(resources.call("Reserve", over, "service"))
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
+    (denied,) = await audit_rows(resources, "quota.refused")
+    assert (denied.outcome, denied.reason) == (audit_pb2.AUDIT_OUTCOME_DENIED, "QUOTA_EXCEEDED")
+    assert denied.details["metadata"]["limit"] == "max_vectors"
+    assert denied.details["requested"]["vectors"] == 80
+    payload = await resources.pool.fetchval(
+        f"SELECT payload FROM {SCHEMA}.outbox WHERE subject = $1",
+        audit_subject("quota.refused"),
+    )
+    envelope = parse_envelope(payload)
+    assert (envelope.owner_id, envelope.operation_id) == ("carol", over.operation_id)
+    assert envelope.actor.principal_id == "orchestrator"
+    # A reservation granted is no refusal: nothing more is audited.
+    await resources.call("Reserve", reserve_request("carol", 10), "service")
+    assert len(await audit_rows(resources, "quota.refused")) == 1
+
+
+async def test_too_little_headroom_refuses_growth_with_the_figures(
+    database: str, tmp_path: Path
+) -> None:
+    floor = 1 << 60  # an exbibyte: no test machine has that much free
+    headroom = SystemHeadroom(tmp_path / "store")
+    async with serving(
+        database, headroom=headroom.read, floors=Floors(disk_bytes=floor)
+    ) as resources:
+        code, reason, status = await refused(
+            resources.call("Reserve", reserve_request("dave", 10), "service")
+        )
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "INSUFFICIENT_HEADROOM")
+        info = error_info(status)
+        assert info.metadata["resource"] == "disk"
+        assert info.metadata["floor_bytes"] == str(floor)
+        assert 0 < int(info.metadata["free_bytes"]) < floor
+        (violation,) = quota_failure(status).violations
+        assert violation.subject == "system:disk"
+        (denied,) = await audit_rows(resources, "quota.refused")
+        assert denied.reason == "INSUFFICIENT_HEADROOM"
+        # Nothing was held for the refused operation.
+        asked = api.GetUsageRequest(owner_id="dave")
+        usage = (await resources.call("GetUsage", asked, "admin")).usage
+        assert usage.active_operations == 0
+        # A count-only reservation (removing a source frees room) is still admitted.
+        count_only = reserve_request("dave", 0, bytes=0, documents=0)
+        granted = await resources.call("Reserve", count_only, "service")
+        assert granted.reservation.status == pb.RESERVATION_STATUS_ACTIVE
+
+
+async def test_a_reservation_made_before_the_floor_was_crossed_still_replays(
+    database: str,
+) -> None:
+    """The machine's memory runs low between an operation's Reserve and its retry."""
+    free = {"memory": 8 * 1024**3}
+
+    def reading() -> Headroom:
+        return Headroom(free_disk_bytes=None, free_memory_bytes=free["memory"])
+
+    floors = Floors(memory_bytes=1024**3)
+    async with serving(database, headroom=reading, floors=floors) as resources:
+        first = reserve_request("erin", 10)
+        assert not (await resources.call("Reserve", first, "service")).replayed
+        free["memory"] = 1024
+        assert (await resources.call("Reserve", first, "service")).replayed
+        code, reason, status = await refused(
+            resources.call("Reserve", reserve_request("erin", 10), "service")
+        )
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "INSUFFICIENT_HEADROOM")
+        assert error_info(status).metadata["free_bytes"] == "1024"
+
+
+async def test_reconcile_is_admin_only_and_changes_nothing_while_the_indexer_is_down(
+    database: str,
+) -> None:
+    # A port nothing listens on: the indexer is down. (The stack's e2e test,
+    # tests/e2e/test_usage.py, reconciles against a running one.)
+    indexer = IndexerUsageClient(f"127.0.0.1:{free_port('127.0.0.1')}", "service-token", 5.0)
+    async with serving(database, indexer_usage=indexer) as resources:
+        owner = f"owner-{uuid.uuid4().hex[:8]}"
+        await resources.repository.apply_usage(
+            UsageChange(str(uuid.uuid4()), owner, "col-a", 1, vectors=10, bytes=100, documents=1)
+        )
+
+        async def usage() -> pb.Usage:
+            request = api.GetUsageRequest(owner_id=owner, include_collections=True)
+            return (await resources.call("GetUsage", request, "admin")).usage
+
+        before = await usage()
+        request = api.ReconcileUsageRequest(owner_id=owner, request_id="r1")
+        for who in ("alice", "service"):
+            code, reason, _ = await refused(resources.call("ReconcileUsage", request, who))
+            assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+        missing = api.ReconcileUsageRequest(request_id="r2")
+        code, reason, _ = await refused(resources.call("ReconcileUsage", missing, "admin"))
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+        code, reason, status = await refused(resources.call("ReconcileUsage", request, "admin"))
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+        assert error_info(status).metadata["backend"] == "indexer"
+        assert await usage() == before
+        assert (before.collections, before.vectors) == (1, 10)
+        assert await audit_rows(resources, "usage.reconcile") == []
+    await indexer.close()
 
 
 def test_the_stack_serves_get_quota_with_the_admin_token(stack) -> None:

@@ -32,6 +32,7 @@ EXPECTED_SERVICES = {
     ServiceName.INDEXER: {
         "vectorops.indexer.v1.SearchService",
         "vectorops.indexer.v1.DocumentService",
+        "vectorops.indexer.v1.UsageService",
     },
     ServiceName.EMBEDDER: {"vectorops.embedder.v1.EmbedderService"},
     ServiceName.RESOURCES: {"vectorops.resources.v1.ResourceService"},

@@ -24,6 +24,7 @@ import pytest
 from qdrant_client import AsyncQdrantClient, models
 
 from indexer.adapters.edge_store import EdgeVectorStore
+from indexer.adapters.metered_store import MeteredVectorStore
 from indexer.adapters.qdrant_store import QdrantServerStore
 from indexer.adapters.store_factory import open_vector_store
 from indexer.adapters.vector_store import (
@@ -558,6 +559,39 @@ async def test_edge_data_and_aliases_survive_reopen(tmp_path: Path) -> None:
         await second.close()
 
 
+async def test_edge_optimize_runs_out_of_process_while_other_searches_go_on(
+    tmp_path: Path,
+) -> None:
+    """The engine holds the GIL while it optimises: in the indexer's process an HNSW
+    build would stall every search. Built in a child process, another collection
+    answers all the while; calls on the optimised collection wait for the end and
+    then see its index."""
+    store = EdgeVectorStore(tmp_path / "vectors", indexing_threshold_kb=1)
+    try:
+        rng = np.random.default_rng(11)
+        await store.create_collection("big", DIM)
+        await store.upsert("big", _points(_unit(rng, 20_000), "s1", docs=200))
+        small = _unit(rng, 10)
+        small_points = _points(small, "s2", docs=2)
+        await store.create_collection("small", DIM)
+        await store.upsert("small", small_points)
+
+        optimizing = asyncio.create_task(store.optimize("big"))
+        counting = asyncio.create_task(store.count("big"))  # waits for the optimisation
+        answered_during = 0
+        while not optimizing.done():
+            hits = await store.search("small", small[answered_during % 10], top_k=1)
+            assert hits[0].id == small_points[answered_during % 10].id
+            answered_during += 1
+        info = await optimizing
+        assert answered_during >= 10, answered_during
+        assert info.status is CollectionStatus.GREEN
+        assert info.indexed_vectors_count == info.points_count == 20_000
+        assert await counting == 20_000
+    finally:
+        await store.close()
+
+
 async def test_edge_leftovers_of_a_crash_are_not_collections(tmp_path: Path) -> None:
     data_dir = tmp_path / "vectors"
     (data_dir / "collections" / ".tmp-half-abc" / "shard").mkdir(parents=True)
@@ -611,7 +645,8 @@ async def test_qdrant_config_of_a_collection_made_elsewhere_comes_from_its_param
 async def test_the_factory_picks_the_store_the_settings_name(tmp_path: Path) -> None:
     embedded = open_vector_store(IndexerSettings(indexer_data_dir=tmp_path / "indexer"))
     try:
-        assert isinstance(embedded, EdgeVectorStore)
+        assert isinstance(embedded, MeteredVectorStore)  # every call timed
+        assert isinstance(embedded.inner, EdgeVectorStore)
         assert (tmp_path / "indexer" / "qdrant" / "collections").is_dir()
     finally:
         await embedded.close()
@@ -625,7 +660,8 @@ async def test_the_factory_picks_the_store_the_settings_name(tmp_path: Path) -> 
         )
     )
     try:
-        assert isinstance(server, QdrantServerStore)
+        assert isinstance(server, MeteredVectorStore)
+        assert isinstance(server.inner, QdrantServerStore)
         assert isinstance(server, VectorStore)
         assert not (tmp_path / "unused").exists()
     finally:

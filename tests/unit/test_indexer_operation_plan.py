@@ -1,6 +1,6 @@
 """The indexer's operation plan: steps per type, when a step changes the
 collection, error types of domain errors and of raised exceptions, percent and
-usage figures."""
+the usage an ended operation changed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import asyncpg
 import nats.errors
 import pytest
 
-from indexer.domain.operation_plan import CollectionFigures, error_type_for, percent
+from indexer.domain.operation_plan import (
+    CollectionFigures,
+    UsageChange,
+    collections_delta,
+    error_type_for,
+    percent,
+    usage_change,
+)
 from indexer.operation_failures import failure_of, is_transient
 from indexer.operations import runs, steps_for
 from kit.errors import InvalidArgument, NotFound, Unavailable
@@ -92,3 +99,29 @@ def test_failures_carry_their_type_and_a_sanitised_message() -> None:
     assert "bob" not in unreadable.message
     bug = failure_of(KeyError("physical_collection"))
     assert bug.type is ErrorType.HANDLER_ERROR and "KeyError" in bug.message
+
+
+def test_a_collection_counts_from_its_index_until_a_delete_completes() -> None:
+    for completed in (True, False):  # failed or cancelled: an ERROR collection holds its name
+        assert collections_delta(OperationType.INDEX, completed) == 1
+    assert collections_delta(OperationType.DELETE, True) == -1
+    assert collections_delta(OperationType.DELETE, False) == 0  # the collection is still there
+    for kind in (OperationType.APPEND, OperationType.REMOVE_SOURCE, OperationType.REINDEX):
+        for completed in (True, False):
+            assert collections_delta(kind, completed) == 0
+
+
+def test_the_usage_change_counts_what_was_stored_on_every_outcome() -> None:
+    before = CollectionFigures(documents=5, vectors=40, bytes=1000)
+    half_appended = CollectionFigures(documents=7, vectors=55, bytes=1300)
+    failed_append = usage_change(OperationType.APPEND, False, before, half_appended)
+    assert failed_append == UsageChange(0, CollectionFigures(2, 15, 300))
+    assert not failed_append.is_zero
+    emptied = CollectionFigures()
+    assert usage_change(OperationType.DELETE, True, before, emptied) == UsageChange(
+        -1, CollectionFigures(-5, -40, -1000)
+    )
+    failed_index = usage_change(OperationType.INDEX, False, emptied, emptied)
+    assert failed_index == UsageChange(1, CollectionFigures()) and not failed_index.is_zero
+    unchanged = usage_change(OperationType.REINDEX, False, before, before)
+    assert unchanged.is_zero  # nothing to tell the resources service

@@ -25,8 +25,9 @@ from indexer.domain.documents import document_id as derive_document_id
 from kit.db import keyset
 from kit.errors import InvalidArgument, NotFound
 
-# Documents page on (source_id, path).
+# Documents page on (source_id, path); an owner's collections on their id.
 _BY_PATH = keyset.SortKey(("source_id", "path"), (uuid.UUID, str))
+_BY_COLLECTION = keyset.SortKey(("collection_id",), (uuid.UUID,))
 
 
 class SourceStatus(StrEnum):
@@ -59,6 +60,16 @@ class CollectionRecord:
     config: Mapping[str, Any]
     staging_collection: str | None = None
     updated_at: datetime | None = None  # set by the database
+
+
+@dataclass(frozen=True)
+class CollectionUsage:
+    """What one collection stores, by its indexed documents (``counts``)."""
+
+    collection_id: str
+    documents: int
+    vectors: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -374,6 +385,41 @@ class DocumentRepository:
             list(_LIVE),
         )
         return int(row["documents"]), int(row["vectors"]), int(row["bytes"])
+
+    async def owner_usage(
+        self, owner_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[CollectionUsage], str]:
+        """``counts`` of each collection of the owner this indexer keeps a copy
+        of (from its INDEX on until a DELETE completes), one page ordered by
+        collection id, and the next token ("" at the end)."""
+        size = keyset.page_size(page_size)
+        filters = {"owner": owner_id}
+        after = _BY_COLLECTION.after(page_token, filters)
+        rows = await self._pool.fetch(
+            f"""SELECT c.collection_id, count(d.document_id) AS documents,
+                    coalesce(sum(d.vector_count), 0) AS vectors,
+                    coalesce(sum(d.bytes), 0) AS bytes
+                FROM {self._s}.collections AS c
+                LEFT JOIN {self._s}.documents AS d
+                    ON d.collection_id = c.collection_id AND d.status = ANY($2::text[])
+                WHERE c.owner_id = $1 AND ($4::uuid IS NULL OR c.collection_id > $4)
+                GROUP BY c.collection_id ORDER BY c.collection_id LIMIT $3""",
+            owner_id,
+            list(_LIVE),
+            size + 1,
+            after[0] if after is not None else None,
+        )
+        token = _BY_COLLECTION.next_token(rows, size, filters)
+        usage = [
+            CollectionUsage(
+                str(row["collection_id"]),
+                int(row["documents"]),
+                int(row["vectors"]),
+                int(row["bytes"]),
+            )
+            for row in rows[:size]
+        ]
+        return usage, token
 
     async def source_document_counts(self, collection_id: str) -> dict[str, int]:
         """source id -> indexed documents, for the sources that have any."""

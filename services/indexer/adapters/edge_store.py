@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from indexer.adapters.edge_optimizer import optimize_in_child
 from indexer.adapters.vector_store import (
     INDEXED_PAYLOAD_FIELDS,
     SYSTEM_PREFIX,
@@ -126,14 +127,15 @@ class _Collection:
         self.shard = shard
         self.config = config
         self.write_lock = threading.Lock()
-        self.optimizing = False
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._exclusive = False
         self._closed = False
 
     @contextmanager
     def use(self) -> Iterator[qe.EdgeShard]:
         with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive or self._closed)
             if self._closed:
                 raise VectorCollectionNotFound(f"vector collection {self.name!r} is gone")
             self._in_flight += 1
@@ -142,6 +144,23 @@ class _Collection:
         finally:
             with self._cond:
                 self._in_flight -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Nothing else uses the shard inside: calls in flight finish first, new
+        ones wait until it ends (so the shard may be closed and loaded again)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            if self._closed:
+                raise VectorCollectionNotFound(f"vector collection {self.name!r} is gone")
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._in_flight == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
                 self._cond.notify_all()
 
     def close(self) -> None:
@@ -221,8 +240,7 @@ class EdgeVectorStore:
         collection = await self._get(name)
         if not points:
             return 0
-        edge_points = [self._edge_point(collection.config, point) for point in points]
-        return await asyncio.to_thread(self._upsert_sync, collection, edge_points)
+        return await asyncio.to_thread(self._upsert_sync, collection, points)
 
     async def delete_points(self, name: str, filter: PayloadFilter) -> int:
         if not filter:
@@ -413,11 +431,15 @@ class EdgeVectorStore:
         with collection.use() as shard:
             return fn(shard)
 
-    def _upsert_sync(self, collection: _Collection, points: list[qe.Point]) -> int:
+    def _upsert_sync(self, collection: _Collection, points: Sequence[VectorPoint]) -> int:
+        # Converting the points is CPU work: here, off the event loop, it is preempted
+        # for searches; on the loop a large group would hold every search back.
+        edge_points = [self._edge_point(collection.config, point) for point in points]
         with collection.use() as shard, collection.write_lock:
-            for start in range(0, len(points), UPSERT_BATCH):
-                shard.update(qe.UpdateOperation.upsert_points(points[start : start + UPSERT_BATCH]))
-        return len(points)
+            for start in range(0, len(edge_points), UPSERT_BATCH):
+                batch = edge_points[start : start + UPSERT_BATCH]
+                shard.update(qe.UpdateOperation.upsert_points(batch))
+        return len(edge_points)
 
     def _delete_points_sync(self, collection: _Collection, edge_filter: qe.Filter) -> int:
         with collection.use() as shard, collection.write_lock:
@@ -433,7 +455,9 @@ class EdgeVectorStore:
             info = shard.info()
         return CollectionInfo(
             name=collection.name,
-            status=CollectionStatus.YELLOW if collection.optimizing else CollectionStatus.GREEN,
+            # An optimisation holds the collection exclusively (calls wait for its
+            # end), so whoever can ask sees a collection with nothing planned.
+            status=CollectionStatus.GREEN,
             points_count=info.points_count,
             indexed_vectors_count=info.indexed_vectors_count,
             segments_count=info.segments_count,
@@ -442,13 +466,15 @@ class EdgeVectorStore:
         )
 
     def _optimize_sync(self, collection: _Collection) -> CollectionInfo:
-        with collection.use() as shard, collection.write_lock:
-            collection.optimizing = True
+        # In a child process: the engine holds the GIL while it optimises, which
+        # here would stall every search for as long as an HNSW build takes.
+        shard_dir = self._dir(collection.name) / _SHARD_DIR
+        with collection.write_lock, collection.exclusive():
+            collection.shard.close()
             try:
-                shard.optimize()  # blocks until no optimisation is planned
-                shard.flush()
+                optimize_in_child(shard_dir)  # returns once nothing more is planned
             finally:
-                collection.optimizing = False
+                collection.shard = qe.EdgeShard.load(str(shard_dir))
         return self._info_sync(collection)
 
     def _set_alias_sync(self, alias: str, target: str) -> None:

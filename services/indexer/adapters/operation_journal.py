@@ -79,6 +79,14 @@ class OperationJournal:
             )
         return _run_from(row)
 
+    async def run(self, operation_id: str) -> RunRecord | None:
+        """The run of this operation, if a delivery began one."""
+        row = await self._pool.fetchrow(
+            f"SELECT * FROM {self._s}.operation_runs WHERE operation_id = $1",
+            uuid.UUID(operation_id),
+        )
+        return _run_from(row) if row is not None else None
+
     async def finish_run(self, operation_id: str, outcome: Outcome) -> None:
         """Mark the outcome announced; the first outcome stays."""
         await self._pool.execute(

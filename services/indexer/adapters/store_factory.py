@@ -5,6 +5,7 @@ embedded in this process with its files under the indexer's data dir."""
 from __future__ import annotations
 
 from indexer.adapters.edge_store import EdgeVectorStore
+from indexer.adapters.metered_store import MeteredVectorStore
 from indexer.adapters.qdrant_store import QdrantServerStore
 from indexer.adapters.vector_store import VectorStore
 from indexer.config import IndexerSettings
@@ -12,7 +13,8 @@ from indexer.config import IndexerSettings
 
 def open_vector_store(settings: IndexerSettings) -> VectorStore:
     if settings.indexer_qdrant_url:
-        return QdrantServerStore.connect(
+        server = QdrantServerStore.connect(
             settings.indexer_qdrant_url, api_key=settings.indexer_qdrant_api_key
         )
-    return EdgeVectorStore(settings.indexer_data_dir / "qdrant")
+        return MeteredVectorStore(server, backend="server")
+    return MeteredVectorStore(EdgeVectorStore(settings.indexer_data_dir / "qdrant"), "edge")

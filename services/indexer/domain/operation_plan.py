@@ -1,7 +1,7 @@
 """What the indexer's operations are made of, as plain values: the steps of each
 type, when a step starts changing what the collection serves, how an error
 becomes an ``OperationError.type``, the completion percentage and the usage
-delta. No I/O: the runner and the step modules ask here."""
+an ended operation changed. No I/O: the runner and the step modules ask here."""
 
 from __future__ import annotations
 
@@ -66,6 +66,45 @@ USAGE_REASONS: dict[OperationType, str] = {
     OperationType.REINDEX: "reindex_switch",
     OperationType.DELETE: "delete",
 }
+
+
+def collections_delta(operation_type: OperationType, completed: bool) -> int:
+    """How an ended operation changes the owner's count of collections.
+
+    A collection exists from its INDEX on, whatever that INDEX's outcome (a
+    failed one leaves an ERROR collection that still holds its name and maybe
+    points), until a DELETE completes: +1 when an INDEX ends, -1 when a DELETE
+    completes. A failed or cancelled DELETE leaves the collection there."""
+    if operation_type is OperationType.INDEX:
+        return 1
+    if operation_type is OperationType.DELETE and completed:
+        return -1
+    return 0
+
+
+@dataclass(frozen=True)
+class UsageChange:
+    """What an ended operation tells the resources service: the stored figures
+    after it minus those before it, and the change in collections."""
+
+    collections: int
+    stored: CollectionFigures
+
+    @property
+    def is_zero(self) -> bool:
+        return self.collections == 0 and self.stored.is_zero
+
+
+def usage_change(
+    operation_type: OperationType,
+    completed: bool,
+    before: CollectionFigures,
+    after: CollectionFigures,
+) -> UsageChange:
+    """The usage an operation's outcome (``completed`` or not: failed, cancelled)
+    changed. Figures count on every outcome: an APPEND that failed half-way or a
+    cancelled REMOVE_SOURCE changed what is stored all the same."""
+    return UsageChange(collections_delta(operation_type, completed), after.minus(before))
 
 
 @dataclass

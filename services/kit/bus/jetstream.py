@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from kit.bus.topology import ConsumerSpec, StreamSpec, dead_letter_subject
 from kit.events import EnvelopeError, new_envelope, parse_envelope
@@ -32,7 +32,7 @@ PUBLISHED = Counter(
 )
 CONSUMED = Counter(
     "vectorops_jetstream_consumed_total",
-    "Messages handled by a consumer, by outcome (ack, nak, term, dead_letter).",
+    "Messages handled by a consumer, by outcome (ack, nak, dead_letter).",
     ["stream", "consumer", "outcome"],
 )
 REDELIVERED = Counter(
@@ -45,6 +45,18 @@ DEAD_LETTERS = Counter(
     "Messages that exhausted their deliveries and went to VO_DEAD.",
     ["stream", "consumer"],
 )
+
+CONSUMER_PENDING = Gauge(
+    "vectorops_jetstream_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the consumer (its lag), as last polled.",
+    ["stream", "consumer"],
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "vectorops_jetstream_consumer_ack_pending_messages",
+    "Messages delivered to the consumer and not acked yet, as last polled.",
+    ["stream", "consumer"],
+)
+LAG_POLL_SECONDS = 5.0
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -184,6 +196,8 @@ class JetStream:
         subscription = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
         advisories = await self.watch_max_deliveries(spec)
         stop = stop or asyncio.Event()
+        _zero_consumer_counters(spec)
+        lag = asyncio.create_task(self._poll_lag(spec, stop), name=f"lag:{spec.durable}")
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
 
@@ -226,10 +240,26 @@ class JetStream:
             # Let handlers in flight finish and ack: stopping must not waste their work.
             await asyncio.gather(*running, return_exceptions=True)
         finally:
+            lag.cancel()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
             with contextlib.suppress(Exception):
                 await advisories.unsubscribe()
+
+    async def _poll_lag(self, spec: ConsumerSpec, stop: asyncio.Event) -> None:
+        """Keep the consumer's lag gauges current: the server knows it, the handlers do not."""
+        while not stop.is_set():
+            try:
+                info = await self.js.consumer_info(spec.stream, spec.durable)
+            except Exception as error:  # noqa: BLE001 - a missed poll only leaves the gauge stale
+                log.debug("jetstream.lag_poll_failed", consumer=spec.durable, error=str(error))
+            else:
+                CONSUMER_PENDING.labels(spec.stream, spec.durable).set(info.num_pending or 0)
+                CONSUMER_ACK_PENDING.labels(spec.stream, spec.durable).set(
+                    info.num_ack_pending or 0
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LAG_POLL_SECONDS)
 
     async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: Msg) -> None:
         attempt = msg.metadata.num_delivered
@@ -358,6 +388,15 @@ class JetStream:
             reason=reason,
             operation_id=ids.get("operation_id"),
         )
+
+
+def _zero_consumer_counters(spec: ConsumerSpec) -> None:
+    """Create the consumer's series at 0, so a rate over them is 0 rather than absent
+    before the first redelivery or dead letter."""
+    for outcome in ("ack", "nak", "dead_letter"):
+        CONSUMED.labels(spec.stream, spec.durable, outcome)
+    REDELIVERED.labels(spec.stream, spec.durable)
+    DEAD_LETTERS.labels(spec.stream, spec.durable)
 
 
 __all__ = ["Delivery", "JetStream", "Reject", "Retry"]

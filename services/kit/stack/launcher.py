@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,11 @@ START_WAVES = (
     (ServiceName.ORCHESTRATOR,),
     (ServiceName.INDEXER,),
 )
+
+# Called by a service of an earlier wave (resources asks the indexer for the usage
+# it measures): given a free port before anything starts, so the caller's
+# environment can name it even when ports are chosen by the OS.
+CALLED_BEFORE_STARTED = (ServiceName.INDEXER,)
 
 # Started together; listed in the order they are stopped last-to-first.
 SERVICES = (
@@ -139,6 +145,9 @@ class Stack:
                 self.nats_url = self.nats.url
             for root in options.roots():
                 root.mkdir(parents=True, exist_ok=True)
+            for service in CALLED_BEFORE_STARTED:
+                if service in options.services and not self._ports.get(service):
+                    self._ports[service] = free_port(options.host)
             for wave in START_WAVES:
                 started = tuple(service for service in wave if service in options.services)
                 for service in started:
@@ -228,6 +237,8 @@ class Stack:
             f"{ENV_PREFIX}SOURCE_ROOTS": json.dumps([str(root) for root in options.roots()]),
             # The embedded vector store's files live with the rest of the stack's data.
             f"{ENV_PREFIX}INDEXER_DATA_DIR": str(options.data_dir / "indexer"),
+            # The resources service refuses work while that disk runs out of room.
+            f"{ENV_PREFIX}RESOURCES_HEADROOM_PATH": str(options.data_dir / "indexer"),
         }
         for peer, port in self._ports.items():
             env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = f"{options.host}:{port}"
@@ -275,6 +286,14 @@ class Stack:
                 raise StackError(f"not SERVING after {self.options.start_timeout:.0f} s: {names}")
             if waiting:
                 time.sleep(0.2)
+
+
+def free_port(host: str) -> int:
+    """A port the OS has free now (bound and let go: it stays free unless another
+    process happens to bind it first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:

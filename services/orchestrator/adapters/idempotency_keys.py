@@ -71,3 +71,18 @@ class IdempotencyKeys(SharedRows):
                 uuid.UUID(operation_id),
                 uuid.UUID(collection_id),
             )
+
+    async def request_seen(self, owner_id: str, request_id: str) -> bool:
+        """Whether (owner, request_id) was claimed before: a retry, which the
+        repository answers with the first result and which quota admission skips.
+        ``owner_id`` "" is an admin's key, as ``start_operation`` keys it."""
+        if not request_id:
+            return False
+        return bool(
+            await self._pool.fetchval(
+                f"""SELECT true FROM {self._s}.idempotency_keys
+                    WHERE owner_id = $1 AND request_id = $2""",
+                owner_id,
+                request_id,
+            )
+        )

@@ -25,6 +25,7 @@ from orchestrator.adapters.shared_rows import (
     OutboxRows,
     Transition,
 )
+from orchestrator.audit_records import start_row
 from orchestrator.domain.collections import GONE, can_start, status_after
 from orchestrator.domain.operations import (
     CollectionStatus,
@@ -48,12 +49,14 @@ class OperationStarts(OperationTransitions):
         *,
         description: str = "",
         created_by: str = "",
+        operation_id: str | None = None,
     ) -> tuple[CollectionRecord, OperationRecord, bool]:
         """Create a PENDING collection, its sources and its INDEX operation.
 
         ``outbox`` may be a callable given the new collection and operation, since
         the commands it announces must carry their ids. Returns ``created=False``
-        (and writes nothing) for a retry of an earlier request.
+        (and writes nothing) for a retry of an earlier request. ``operation_id``:
+        the id chosen beforehand (quota admission reserves under it); None: a new one.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             first = await self._claim_key(conn, owner_id, request_id, request_hash, now)
@@ -93,7 +96,7 @@ class OperationStarts(OperationTransitions):
             for source in first_sources:
                 await self._insert_source(conn, collection_id, source, now)
             operation = Operation(
-                id=str(uuid.uuid4()),
+                id=operation_id or str(uuid.uuid4()),
                 collection_id=collection_id,
                 type=OperationType.INDEX,
                 created_at=now,
@@ -106,7 +109,7 @@ class OperationStarts(OperationTransitions):
             collection = await self._collection(conn, collection_id, owner_id)
             record = await self._operation(conn, operation.id, owner_id)
             rows = outbox(collection, record) if callable(outbox) else outbox
-            await self._write_outbox(conn, rows)
+            await self._write_outbox(conn, [*rows, start_row(collection, record)])
             await self._settle_key(conn, owner_id, request_id, operation.id, collection_id)
             return collection, record, True
 
@@ -129,6 +132,7 @@ class OperationStarts(OperationTransitions):
             lambda record, events: ()
         ),
         admit: Callable[[CollectionRecord], None] | None = None,
+        operation_id: str | None = None,
     ) -> tuple[CollectionRecord | None, OperationRecord, bool]:
         """Start an operation on an existing collection, one at a time.
 
@@ -141,7 +145,7 @@ class OperationStarts(OperationTransitions):
         of that operation (as it was) and the transition's events. ``admit``
         (a REINDEX's own checks) may refuse the collection as it is under the
         lock, after ``can_start``. The collection is None only for a retry
-        whose collection is gone since.
+        whose collection is gone since. ``operation_id`` as for a new collection.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             key_owner = owner_id if owner_id is not None else ""
@@ -171,7 +175,7 @@ class OperationStarts(OperationTransitions):
                 await self._require_source(conn, collection_id, source_id)
             before = CollectionStatus(row["status"])
             operation = Operation(
-                id=str(uuid.uuid4()),
+                id=operation_id or str(uuid.uuid4()),
                 collection_id=collection_id,
                 type=OperationType(type),
                 created_at=now,
@@ -196,6 +200,6 @@ class OperationStarts(OperationTransitions):
             collection = await self._collection(conn, collection_id, owner_id)
             record = await self._operation(conn, operation.id, owner_id)
             rows = outbox(collection, record) if callable(outbox) else outbox
-            await self._write_outbox(conn, rows)
+            await self._write_outbox(conn, [*rows, start_row(collection, record)])
             await self._settle_key(conn, key_owner, request_id, operation.id, collection_id)
             return collection, record, True

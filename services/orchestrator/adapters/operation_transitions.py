@@ -24,6 +24,7 @@ from orchestrator.adapters.shared_rows import (
     Transition,
     operation_not_found,
 )
+from orchestrator.audit_records import transition_rows
 from orchestrator.domain.collections import GONE, status_after
 from orchestrator.domain.operations import (
     DomainEvent,
@@ -48,7 +49,8 @@ class OperationTransitions(CollectionRows, OperationRows):
         result: Mapping[str, Any] | None = None,
     ) -> tuple[OperationRecord, list[DomainEvent]]:
         """Run ``transition`` on the stored operation and persist what it returns,
-        the collection's resulting status and the events' outbox rows, atomically.
+        the collection's resulting status, the events' outbox rows and their
+        audit rows (``audit_records``), atomically.
 
         A transition that changes nothing writes nothing (redelivered events),
         not even ``resources`` (the worker's figures that came with it) or
@@ -81,7 +83,8 @@ class OperationTransitions(CollectionRows, OperationRows):
                 await self._merge_result(conn, new.id, result)
             if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
                 await self._settle_collection(conn, new, events, current.source_id)
-            await self._write_outbox(conn, outbox_for(events))
+            audit = transition_rows(current, new, events)
+            await self._write_outbox(conn, [*outbox_for(events), *audit])
             await self._notify(conn, new.id)
             return await self._operation(conn, new.id, None), events
 
@@ -104,7 +107,8 @@ class OperationTransitions(CollectionRows, OperationRows):
         if new != current or events:
             await self._update_operation(conn, new)
             await self._settle_collection(conn, new, events, record.source_id)
-            await self._write_outbox(conn, outbox_for(record, events))
+            audit = transition_rows(record, new, events)
+            await self._write_outbox(conn, [*outbox_for(record, events), *audit])
             await self._notify(conn, new.id)
         return await conn.fetchrow(
             f"SELECT * FROM {self._s}.collections WHERE id = $1", collection["id"]

@@ -19,6 +19,7 @@ from orchestrator.adapters.shared_rows import (
     OutboxRows,
     operation_not_found,
 )
+from orchestrator.audit_records import transition_rows
 from orchestrator.domain.collections import switch_checkpoint
 from orchestrator.domain.reindex import CleanupDelay, Switch, SwitchRequest, fence_switch, retire
 
@@ -92,6 +93,7 @@ class ReindexSwitch(OperationTransitions):
             await self._settle_collection(conn, new, events)
             collection = await self._collection(conn, row["id"], None)
             switched = await self._operation(conn, new.id, None)
-            await self._write_outbox(conn, outbox(collection, switched, switch))
+            audit = transition_rows(record, new, events)
+            await self._write_outbox(conn, [*outbox(collection, switched, switch), *audit])
             await self._notify(conn, new.id)
             return collection, switch, False

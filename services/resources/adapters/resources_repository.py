@@ -6,16 +6,20 @@ burst of concurrent reservations is decided one after another and never over-com
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 
+from kit.audit_records import AuditRow
 from kit.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from kit.errors import QuotaViolation as QuotaDetail
+from kit.outbox import enqueue_event
+from resources.domain.headroom import Shortfall, insufficient_headroom
 from resources.domain.quotas import (
     LIMITS,
+    CollectionUsage,
     Demand,
     Held,
     Quota,
@@ -23,6 +27,7 @@ from resources.domain.quotas import (
     Violation,
     admission_violations,
 )
+from resources.domain.usage_drift import Reconciliation, drifted_collections, measured_usage
 
 
 @dataclass(frozen=True)
@@ -56,14 +61,6 @@ class ReservationRequest:
 
 
 @dataclass(frozen=True)
-class CollectionUsage:
-    collection_id: str
-    vectors: int
-    stored_bytes: int
-    documents: int
-
-
-@dataclass(frozen=True)
 class UsageChange:
     event_id: str
     owner_id: str
@@ -75,11 +72,18 @@ class UsageChange:
 
 
 def quota_exceeded(owner_id: str, violations: list[Violation]) -> ResourceExhausted:
+    first = violations[0]
     return ResourceExhausted(
         f"the request would exceed the quota of owner {owner_id}: "
         + "; ".join(v.describe() for v in violations),
         reason="QUOTA_EXCEEDED",
-        metadata={"owner_id": owner_id, "limit": violations[0].limit},
+        metadata={
+            "owner_id": owner_id,
+            "limit": first.limit,
+            "limit_value": str(first.limit_value),
+            "usage": str(first.current),
+            "requested": str(first.requested),
+        },
         quota_violations=[QuotaDetail(f"owner:{owner_id}", v.describe()) for v in violations],
     )
 
@@ -110,7 +114,11 @@ class ResourcesRepository:
             **{name: overrides.get(name, default.limit(name)) for name in LIMITS},
         )
 
-    async def set_quota(self, owner_id: str, values: Mapping[str, int | None]) -> Quota:
+    async def set_quota(
+        self, owner_id: str, values: Mapping[str, int | None], audit: AuditRow | None = None
+    ) -> Quota:
+        """Write the limits ``values`` names; ``audit`` goes to the outbox in the
+        same transaction, so the change is audited if and only if it happened."""
         names = list(values)
         columns = ", ".join(names)
         placeholders = ", ".join(f"${i + 3}" for i in range(len(names)))
@@ -126,7 +134,14 @@ class ResourcesRepository:
                 names,
                 *values.values(),
             )
+            if audit is not None:
+                await enqueue_event(conn, self._schema, *audit)
             return await self.quota(owner_id, conn)
+
+    async def record_refusal(self, audit: AuditRow) -> None:
+        """A refusal changes nothing, so its audit row is a transaction of its own."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await enqueue_event(conn, self._schema, *audit)
 
     # --- usage ------------------------------------------------------------------------
 
@@ -191,6 +206,69 @@ class ResourcesRepository:
                 )
             return True
 
+    async def replace_usage(
+        self,
+        owner_id: str,
+        measured: Sequence[CollectionUsage],
+        audit: Callable[[Reconciliation], AuditRow],
+    ) -> Reconciliation:
+        """Replace the owner's usage (its collection rows and totals) with
+        ``measured``, in one transaction under the owner's row lock, so no usage
+        event is applied half-way through; ``audit`` of the outcome goes to the
+        outbox in the same transaction."""
+        schema = self._schema
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {schema}.usage (owner_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                owner_id,
+            )
+            before = await conn.fetchrow(
+                f"SELECT * FROM {schema}.usage WHERE owner_id = $1 FOR UPDATE", owner_id
+            )
+            recorded = await self._collection_usage(conn, owner_id)
+            truth = measured_usage(owner_id, measured)
+            await conn.execute(
+                f"DELETE FROM {schema}.collection_usage WHERE owner_id = $1", owner_id
+            )
+            await conn.executemany(
+                f"""INSERT INTO {schema}.collection_usage
+                        (owner_id, collection_id, vectors, stored_bytes, documents)
+                    VALUES ($1, $2, $3, $4, $5)""",
+                [
+                    (owner_id, c.collection_id, c.vectors, c.stored_bytes, c.documents)
+                    for c in measured
+                ],
+            )
+            after = await conn.fetchrow(
+                f"""UPDATE {schema}.usage SET collections = $2, vectors = $3,
+                        stored_bytes = $4, documents = $5, updated_at = now()
+                    WHERE owner_id = $1 RETURNING *""",
+                owner_id,
+                truth.collections,
+                truth.vectors,
+                truth.stored_bytes,
+                truth.documents,
+            )
+            reconciliation = Reconciliation(
+                before=_usage(before),
+                recorded=recorded,
+                after=_usage(after),
+                measured=sorted(measured, key=lambda c: c.collection_id),
+                drifted=drifted_collections(recorded, measured),
+            )
+            await enqueue_event(conn, schema, *audit(reconciliation))
+            return reconciliation
+
+    async def _collection_usage(
+        self, conn: asyncpg.Connection, owner_id: str
+    ) -> list[CollectionUsage]:
+        rows = await conn.fetch(
+            f"""SELECT collection_id, vectors, stored_bytes, documents
+                FROM {self._schema}.collection_usage WHERE owner_id = $1 ORDER BY collection_id""",
+            owner_id,
+        )
+        return [CollectionUsage(**dict(row)) for row in rows]
+
     # --- reservations -----------------------------------------------------------------
 
     async def check(self, owner_id: str, demand: Demand) -> list[Violation]:
@@ -204,8 +282,12 @@ class ResourcesRepository:
             held = await self._held(conn, owner_id)
         return admission_violations(quota, usage, held, demand)
 
-    async def reserve(self, request: ReservationRequest) -> tuple[Reservation, bool]:
-        """The reservation and whether it already existed; QUOTA_EXCEEDED if it does not fit."""
+    async def reserve(
+        self, request: ReservationRequest, shortfalls: list[Shortfall] | None = None
+    ) -> tuple[Reservation, bool]:
+        """The reservation and whether it already existed; QUOTA_EXCEEDED if it
+        does not fit, INSUFFICIENT_HEADROOM if the system is below a floor
+        (``shortfalls``: read before, but only a new reservation is refused for them)."""
         schema = self._schema
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -230,6 +312,8 @@ class ResourcesRepository:
                         ],
                     )
                 return _reservation(existing), True
+            if shortfalls:
+                raise insufficient_headroom(request.owner_id, shortfalls)
             quota = await self.quota(request.owner_id, conn)
             held = await self._held(conn, request.owner_id)
             violations = admission_violations(quota, _usage(usage_row), held, request.demand)

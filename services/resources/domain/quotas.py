@@ -85,6 +85,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class CollectionUsage:
+    """One collection's share of its owner's usage."""
+
+    collection_id: str
+    vectors: int = 0
+    stored_bytes: int = 0
+    documents: int = 0
+
+
+@dataclass(frozen=True)
 class Held:
     """What the owner's other live (unreleased, unexpired) reservations hold."""
 

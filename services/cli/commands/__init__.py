@@ -1,0 +1,5 @@
+"""One module per noun; each ``register``s its sub-commands on the parser."""
+
+from cli.commands import audit, collections, operations, quota, reindex, search, sources
+
+NOUNS = (collections, sources, reindex, operations, search, audit, quota)
