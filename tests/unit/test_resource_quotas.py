@@ -65,6 +65,17 @@ def test_documents_per_operation_concurrency_and_collections_are_checked() -> No
     assert violations[2] == Violation("max_concurrent_operations", 2, 2, 1)
 
 
+def test_collections_being_created_count_until_their_index_is_accounted() -> None:
+    # Two creates at once: the first's INDEX holds a collection before any usage
+    # event has counted it, so the second finds the limit reached.
+    usage = Usage("alice", collections=2)
+    held = Held(operations=1, collections=1)
+    assert admission_violations(QUOTA, usage, held, Demand(collections=1)) == [
+        Violation("max_collections", 3, 3, 1)
+    ]
+    assert admission_violations(QUOTA, usage, Held(operations=1), Demand(collections=1)) == []
+
+
 def test_an_unlimited_quota_admits_anything() -> None:
     unlimited = Quota(owner_id="bob")
     huge = Demand(vectors=10**12, bytes=10**15, documents=10**9, collections=1)

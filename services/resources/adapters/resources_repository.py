@@ -28,6 +28,7 @@ from resources.domain.quotas import (
     admission_violations,
 )
 from resources.domain.usage_drift import Reconciliation, drifted_collections, measured_usage
+from vectorops.common.v1 import operation_pb2
 
 
 @dataclass(frozen=True)
@@ -356,12 +357,19 @@ class ResourcesRepository:
     async def _held(self, conn: asyncpg.Connection, owner_id: str) -> Held:
         row = await conn.fetchrow(
             f"""SELECT count(*) AS operations, coalesce(sum(vectors), 0) AS vectors,
-                       coalesce(sum(bytes), 0) AS bytes
+                       coalesce(sum(bytes), 0) AS bytes,
+                       count(*) FILTER (WHERE operation_type = $2) AS collections
                 FROM {self._schema}.reservations
                 WHERE owner_id = $1 AND released_at IS NULL AND expires_at > now()""",
             owner_id,
+            operation_pb2.OPERATION_TYPE_INDEX,
         )
-        return Held(int(row["operations"]), int(row["vectors"]), int(row["bytes"]))
+        return Held(
+            int(row["operations"]),
+            int(row["vectors"]),
+            int(row["bytes"]),
+            int(row["collections"]),
+        )
 
 
 def _usage(row: asyncpg.Record) -> Usage:

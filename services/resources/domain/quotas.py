@@ -101,6 +101,7 @@ class Held:
     operations: int = 0
     vectors: int = 0
     bytes: int = 0
+    collections: int = 0  # INDEX operations under way: each makes a collection
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,12 @@ def _over(limit: str, value: int | None, current: int, requested: int) -> list[V
 def admission_violations(quota: Quota, usage: Usage, held: Held, demand: Demand) -> list[Violation]:
     """Every limit the demand would pass, given usage and the other live reservations."""
     return [
-        *_over("max_collections", quota.max_collections, usage.collections, demand.collections),
+        *_over(
+            "max_collections",
+            quota.max_collections,
+            usage.collections + held.collections,
+            demand.collections,
+        ),
         *_over("max_vectors", quota.max_vectors, usage.vectors + held.vectors, demand.vectors),
         *_over(
             "max_stored_bytes",
