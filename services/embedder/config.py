@@ -19,10 +19,14 @@ class EmbedderSettings(Settings):
     embedder_max_request_chars: int = Field(default=4_000_000, ge=1)
     # Batches in flight to Triton at once, per priority. Queries have their own
     # slots so they never wait behind bulk indexing.
-    embedder_max_in_flight_bulk: int = Field(default=4, ge=1)
+    # Two bulk batches keep one model instance busy; more of them queued make
+    # Triton's priority scheduler now and then leave a query waiting behind them.
+    embedder_max_in_flight_bulk: int = Field(default=2, ge=1)
     embedder_max_in_flight_queries: int = Field(default=8, ge=1)
     # How long a query may wait for a free slot before RESOURCE_EXHAUSTED.
     embedder_query_queue_seconds: float = Field(default=2.0, gt=0)
+    # A query Triton has not answered in this long is sent again (0: never).
+    embedder_query_hedge_seconds: float = Field(default=0.05, ge=0)
     embedder_triton_timeout_seconds: float = Field(default=60.0, gt=0)
     embedder_health_poll_seconds: float = Field(default=2.0, gt=0)
     # Work-queue batches handled at once, and the ack wait that redelivers the

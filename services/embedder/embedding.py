@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,8 @@ from kit.errors import (
 from kit.logs import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class Priority(IntEnum):
@@ -83,6 +85,9 @@ class Limits:
     max_in_flight_queries: int
     query_queue_seconds: float
     triton_timeout_seconds: float
+    # A query Triton has not answered in this long is sent again; the first
+    # answer wins (None: never). See ``_hedged``.
+    query_hedge_seconds: float | None = None
 
 
 class Embedder:
@@ -254,14 +259,15 @@ class Embedder:
         started = time.perf_counter()
         # Only when there are ids: a text-only backend keeps its narrower signature.
         with_ids = {} if token_ids is None else {"token_ids": token_ids}
-        try:
-            embeddings = await self._backend.embed(
-                model.triton_model,
-                texts,
-                priority=int(priority),
-                timeout_s=timeout_s,
-                **with_ids,
+
+        def send() -> Awaitable[Embeddings]:
+            return self._backend.embed(
+                model.triton_model, texts, priority=int(priority), timeout_s=timeout_s, **with_ids
             )
+
+        hedge = self._limits.query_hedge_seconds if priority is Priority.QUERY else None
+        try:
+            embeddings = await (send() if hedge is None else _hedged(send, hedge, model.name))
         except TritonUnavailable as error:
             raise Unavailable(
                 f"the embedding backend is unavailable: {error}",
@@ -284,3 +290,23 @@ class Embedder:
                 f"expected ({len(texts)}, {model.dimension})"
             )
         return embeddings
+
+
+async def _hedged(send: Callable[[], Awaitable[T]], after_seconds: float, model: str) -> T:
+    """``send()``, and once more if the first has not answered ``after_seconds``
+    later; the first to end wins, the other is cancelled. Triton's priority
+    scheduler now and then leaves a query queued behind bulk work for half a
+    second; a second copy of a one-row query costs nothing and is served at once."""
+    first = asyncio.ensure_future(send())
+    done, _ = await asyncio.wait({first}, timeout=after_seconds)
+    if done:
+        return first.result()
+    metrics.QUERY_HEDGES.labels(model).inc()
+    second = asyncio.ensure_future(send())
+    try:
+        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for call in (first, second):
+            if not call.done():
+                call.cancel()
+    return (first if first in done else second).result()

@@ -56,6 +56,11 @@ BATCH_SECONDS = Histogram(
     ["model", "priority"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+QUERY_HEDGES = Counter(
+    "vectorops_embedder_query_hedges_total",
+    "Queries sent to Triton a second time because the first copy was slow to answer.",
+    ["model"],
+)
 IN_FLIGHT = Gauge(
     "vectorops_embedder_in_flight_batches",
     "Batches sent to Triton and not answered yet, by priority.",

@@ -44,6 +44,7 @@ def _limits(settings: EmbedderSettings) -> Limits:
         max_in_flight_queries=settings.embedder_max_in_flight_queries,
         query_queue_seconds=settings.embedder_query_queue_seconds,
         triton_timeout_seconds=settings.embedder_triton_timeout_seconds,
+        query_hedge_seconds=settings.embedder_query_hedge_seconds or None,
     )
 
 

@@ -153,3 +153,52 @@ async def test_bulk_work_does_not_take_the_query_slots() -> None:
     assert ["q"] in backend.batches  # the query reached the model while bulk work waited
     backend.gate.set()
     await asyncio.gather(bulk, query)
+
+
+class FirstCopyStuckBackend(StandInBackend):
+    """The first call never answers (as Triton now and then leaves a query queued);
+    later calls answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = 0
+
+    async def embed(
+        self, model: str, texts: Sequence[str], *, priority: int, timeout_s: float | None
+    ) -> Embeddings:
+        if not self.batches:
+            self.batches.append(list(texts))
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return await super().embed(model, texts, priority=priority, timeout_s=timeout_s)
+
+
+async def test_a_slow_query_is_sent_again_and_the_first_answer_wins() -> None:
+    backend = FirstCopyStuckBackend()
+    service = Embedder(ModelRegistry([MODEL]), backend, replace(LIMITS, query_hedge_seconds=0.01))
+    outcome = await service.embed(
+        MODEL.name, ["q1"], is_query=True, priority=Priority.QUERY, path="t"
+    )
+    assert outcome.vectors[0].vector[0] == 2  # answered by the second copy
+    assert backend.batches == [["q1"], ["q1"]]
+    assert backend.cancelled == 1  # the stuck copy is not left running
+
+
+async def test_bulk_work_and_prompt_queries_are_never_sent_twice() -> None:
+    backend = FirstCopyStuckBackend()
+    service = Embedder(ModelRegistry([MODEL]), backend, replace(LIMITS, query_hedge_seconds=0.01))
+    bulk = asyncio.ensure_future(
+        service.embed(MODEL.name, ["d"], is_query=False, priority=Priority.BULK, path="t")
+    )
+    await asyncio.sleep(0.05)
+    assert backend.batches == [["d"]] and not bulk.done()  # bulk waits; no second copy
+    bulk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bulk
+    prompt = StandInBackend()
+    service = Embedder(ModelRegistry([MODEL]), prompt, replace(LIMITS, query_hedge_seconds=0.01))
+    await service.embed(MODEL.name, ["q"], is_query=True, priority=Priority.QUERY, path="t")
+    assert prompt.batches == [["q"]]
