@@ -44,6 +44,16 @@ class AuditSink:
         stored = await self._repository.append(entry)
         if stored is None:
             log.info("audit.duplicate", event_id=event_id)
+        else:
+            # The record's own trace id (also bound by the consumer, from the envelope).
+            log.info(
+                "audit.stored",
+                event_id=event_id,
+                action=entry.action,
+                outcome=entry.outcome,
+                trace_id=entry.trace_id,
+                operation_id=entry.operation_id,
+            )
 
 
 def to_entry(envelope, record: audit_record_pb2.AuditRecord, event_id: str) -> NewEntry:

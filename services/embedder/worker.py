@@ -86,6 +86,15 @@ class EmbedWorker:
         await self._bus.publish(
             batch.reply_subject, reply.SerializeToString(), msg_id=result_msg_id(batch.batch_id)
         )
+        # One line per batch (the consumer bound its trace and operation ids).
+        log.info(
+            "embed.batch_done",
+            batch_id=batch.batch_id,
+            model=result.model,
+            chunks=len(batch.items),
+            failed=len(result.failures),
+            seconds=round(result.compute_seconds, 4),
+        )
 
     async def _embed(self, batch: embed_pb2.EmbedBatch) -> EmbedOutcome | list[InputFailure]:
         """The outcome, or one failure per chunk when the whole batch cannot be embedded."""

@@ -10,6 +10,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
 from kit.auth import Principal, Role
+from kit.tracing import current_trace_id
 from vectorops.common.v1 import principal_pb2
 from vectorops.events.v1 import envelope_pb2
 
@@ -37,7 +38,8 @@ def new_envelope(
     trace_id: str = "",
     causation_id: str = "",
 ) -> envelope_pb2.Envelope:
-    """Wrap ``payload`` with a fresh event id (also its Nats-Msg-Id) and the current time."""
+    """Wrap ``payload`` with a fresh event id (also its Nats-Msg-Id) and the current time.
+    ``trace_id`` "" means the trace of the work running now (``kit.tracing``)."""
     packed = any_pb2.Any()
     packed.Pack(payload)
     occurred_at = timestamp_pb2.Timestamp()
@@ -49,7 +51,7 @@ def new_envelope(
         operation_id=operation_id,
         collection_id=collection_id,
         owner_id=owner_id,
-        trace_id=trace_id,
+        trace_id=trace_id or current_trace_id(),
         producer=producer,
         causation_id=causation_id,
         payload=packed,

@@ -16,6 +16,7 @@ import grpc
 from kit.auth import Principal, Role
 from kit.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from kit.grpc.interceptors import current_principal
+from kit.logs import get_logger
 from resources import messages, metrics, quota_audit, usage_audit
 from resources.adapters.indexer_usage import IndexerUsageClient
 from resources.adapters.resources_repository import ReservationRequest, ResourcesRepository
@@ -27,6 +28,8 @@ from vectorops.resources.v1 import resource_service_pb2 as api
 from vectorops.resources.v1 import resource_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext
+
+log = get_logger(__name__)
 
 
 def _require(**fields: str) -> None:
@@ -177,6 +180,12 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
             )
         except ResourceExhausted as refusal:
             metrics.count_refusal(refusal)
+            log.info(
+                "resources.reserve_refused",
+                operation_id=request.operation_id,
+                owner_id=request.owner_id,
+                reason=refusal.reason,
+            )
             await self._repository.record_refusal(
                 quota_audit.quota_refused(
                     principal,
@@ -193,6 +202,14 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 )
             )
             raise
+        log.info(
+            "resources.reserved",
+            operation_id=request.operation_id,
+            owner_id=request.owner_id,
+            vectors=reservation.vectors,
+            bytes=reservation.bytes,
+            replayed=replayed,
+        )
         now = await self._repository.now()
         return api.ReserveResponse(
             reservation=messages.reservation_message(reservation, now), replayed=replayed
@@ -202,6 +219,9 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         current_principal().require(Role.SERVICE)
         _require(operation_id=request.operation_id, request_id=request.request_id)
         reservation = await self._repository.release(request.operation_id)
+        log.info(
+            "resources.released", operation_id=request.operation_id, held=reservation is not None
+        )
         if reservation is None:
             return api.ReleaseResponse()
         now = await self._repository.now()

@@ -17,6 +17,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 from prometheus_client import Counter, Gauge
+from structlog.contextvars import bound_contextvars
 
 from kit.bus.topology import ConsumerSpec, StreamSpec, dead_letter_subject
 from kit.events import EnvelopeError, new_envelope, parse_envelope
@@ -273,6 +274,17 @@ class JetStream:
             last_attempt=attempt >= spec.max_deliver,
             _msg=msg,
         )
+        # Every line logged while the message is handled (the handler's, the retry's,
+        # the dead letter's), and every envelope the handler writes, carries the
+        # ids of the work the message belongs to.
+        with bound_contextvars(**_work_ids(msg.data)):
+            await self._settle(spec, handler, delivery, msg)
+
+    async def _settle(
+        self, spec: ConsumerSpec, handler: Handler, delivery: Delivery, msg: Msg
+    ) -> None:
+        """Run the handler, then ack, nak with the spec's delay, or dead-letter."""
+        attempt = delivery.attempt
         try:
             await handler(delivery)
         except Reject as error:
@@ -388,6 +400,17 @@ class JetStream:
             reason=reason,
             operation_id=ids.get("operation_id"),
         )
+
+
+def _work_ids(data: bytes) -> dict[str, str]:
+    """The trace and operation ids of an envelope, for the log context (none
+    for a message that is not an envelope: its handler rejects it)."""
+    try:
+        envelope = parse_envelope(data)
+    except EnvelopeError:
+        return {}
+    ids = {"trace_id": envelope.trace_id, "operation_id": envelope.operation_id}
+    return {key: value for key, value in ids.items() if value}
 
 
 def _zero_consumer_counters(spec: ConsumerSpec) -> None:

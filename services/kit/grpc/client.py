@@ -1,10 +1,14 @@
 """Channels for the calls one service makes to another: the same message size
-limits as the servers, keepalive, and the service-role bearer token on every
-call."""
+limits as the servers, keepalive, the service-role bearer token on every call,
+and the trace id of the work being done (``traceparent``), so the service
+called logs its part of that work under the same id."""
 
 from __future__ import annotations
 
 import grpc
+from grpc.aio import ClientCallDetails, Metadata
+
+from kit.tracing import TRACEPARENT, current_trace_id, traceparent
 
 _CLIENT_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -13,8 +17,49 @@ _CLIENT_OPTIONS = (
 )
 
 
+def with_trace(details: ClientCallDetails) -> ClientCallDetails:
+    """``details`` with a ``traceparent`` for the trace bound now (unchanged when
+    none is, or when the caller set one itself)."""
+    trace_id = current_trace_id()
+    metadata = Metadata(*(details.metadata or ()))
+    if not trace_id or TRACEPARENT in metadata:
+        return details
+    metadata.add(TRACEPARENT, traceparent(trace_id))
+    return details._replace(metadata=metadata)
+
+
+# grpc.aio files an interceptor under one kind of call only: one class per kind.
+class _TraceUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(with_trace(client_call_details), request)
+
+
+class _TraceUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(with_trace(client_call_details), request)
+
+
+class _TraceStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(with_trace(client_call_details), request_iterator)
+
+
+class _TraceStreamStream(grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(with_trace(client_call_details), request_iterator)
+
+
 def service_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=_CLIENT_OPTIONS)
+    return grpc.aio.insecure_channel(
+        address,
+        options=_CLIENT_OPTIONS,
+        interceptors=[
+            _TraceUnaryUnary(),
+            _TraceUnaryStream(),
+            _TraceStreamUnary(),
+            _TraceStreamStream(),
+        ],
+    )
 
 
 def bearer(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -1,4 +1,4 @@
-"""Server interceptors: metrics (outermost), errors, auth (innermost).
+"""Server interceptors: trace (outermost), metrics, errors, auth (innermost).
 
 Each wraps the method handler's behaviour, so the wrappers of one call run in
 one task and the principal set by auth is visible to the servicer through a
@@ -15,12 +15,14 @@ from typing import Any
 
 import grpc
 from grpc.aio import ServerInterceptor
+from structlog.contextvars import bound_contextvars
 
 from kit import metrics
 from kit.auth import Principal, TokenAuthenticator
 from kit.errors import DomainError, NotImplementedYet
 from kit.grpc.status import STATUS_DETAILS_KEY, grpc_code, to_status
 from kit.logs import bind_ids, get_logger
+from kit.tracing import TRACE_ID_HEADER, incoming_trace_id
 
 log = get_logger(__name__)
 
@@ -145,6 +147,33 @@ class _WrappingInterceptor(ServerInterceptor):
         method: str,
     ) -> grpc.RpcMethodHandler:
         raise NotImplementedError
+
+
+class TraceInterceptor(_WrappingInterceptor):
+    """The call's trace id (``kit.tracing``: from ``traceparent`` or ``x-trace-id``
+    metadata, else a new one) is bound to the log context for the call, so the
+    lines it logs, the envelopes it writes and the calls it makes carry it; and
+    it goes back to the caller as ``x-trace-id`` response (initial) metadata."""
+
+    def skip(self, service: str) -> bool:
+        return service in PUBLIC_SERVICES
+
+    def wrap(self, handler, details, service, method):
+        trace_id = incoming_trace_id(details.invocation_metadata or ())
+        reply = ((TRACE_ID_HEADER, trace_id),)
+
+        async def around(behaviour, request, context):
+            with bound_contextvars(trace_id=trace_id):
+                await context.send_initial_metadata(reply)
+                return await behaviour(request, context)
+
+        async def around_stream(behaviour, request, context):
+            with bound_contextvars(trace_id=trace_id):
+                await context.send_initial_metadata(reply)
+                async for response in _iterate(behaviour, request, context):
+                    yield response
+
+        return wrap_handler(handler, around, around_stream)
 
 
 class MetricsInterceptor(_WrappingInterceptor):

@@ -13,7 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kit.auth import TokenAuthenticator
-from kit.grpc.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
+from kit.grpc.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    MetricsInterceptor,
+    TraceInterceptor,
+)
 
 # Keep the server's promises honest under load: bounded message sizes, keepalive for streams.
 _SERVER_OPTIONS = (
@@ -72,7 +77,12 @@ async def create_server(
 ) -> RunningServer:
     """Build and start a server on host:port (0 → a free port); health starts NOT_SERVING."""
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(), ErrorInterceptor(), AuthInterceptor(authenticator)],
+        interceptors=[
+            TraceInterceptor(),
+            MetricsInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(authenticator),
+        ],
         options=_SERVER_OPTIONS,
     )
     for binding in bindings:

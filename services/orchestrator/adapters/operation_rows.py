@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from kit.db import keyset
+from kit.tracing import current_trace_id
 from orchestrator.adapters.records import (
     OperationRecord,
     ResourceFigures,
@@ -46,9 +47,9 @@ class OperationRows(SharedRows):
         await conn.execute(
             f"""INSERT INTO {self._s}.operations (id, collection_id, owner_id, type, status,
                     config, previous_config, source_id, collection_status_before,
-                    request_id, created_by, created_at, updated_at, progress)
+                    request_id, created_by, created_at, updated_at, progress, trace_id)
                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13,
-                        $14::jsonb)""",
+                        $14::jsonb, $15)""",
             uuid.UUID(op.id),
             uuid.UUID(op.collection_id),
             owner_id,
@@ -63,6 +64,8 @@ class OperationRows(SharedRows):
             op.created_at,
             op.updated_at or op.created_at,
             json.dumps(asdict(op.progress)),
+            # The trace of the request starting it, which the API interceptor bound.
+            current_trace_id(),
         )
 
     async def _update_operation(self, conn: asyncpg.Connection, op: Operation) -> None:

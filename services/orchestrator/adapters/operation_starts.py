@@ -109,7 +109,9 @@ class OperationStarts(OperationTransitions):
             collection = await self._collection(conn, collection_id, owner_id)
             record = await self._operation(conn, operation.id, owner_id)
             rows = outbox(collection, record) if callable(outbox) else outbox
-            await self._write_outbox(conn, [*rows, start_row(collection, record)])
+            await self._write_outbox(
+                conn, [*rows, start_row(collection, record)], trace_id=record.trace_id
+            )
             await self._settle_key(conn, owner_id, request_id, operation.id, collection_id)
             return collection, record, True
 
@@ -200,6 +202,8 @@ class OperationStarts(OperationTransitions):
             collection = await self._collection(conn, collection_id, owner_id)
             record = await self._operation(conn, operation.id, owner_id)
             rows = outbox(collection, record) if callable(outbox) else outbox
-            await self._write_outbox(conn, [*rows, start_row(collection, record)])
+            await self._write_outbox(
+                conn, [*rows, start_row(collection, record)], trace_id=record.trace_id
+            )
             await self._settle_key(conn, key_owner, request_id, operation.id, collection_id)
             return collection, record, True

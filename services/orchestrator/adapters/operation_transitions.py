@@ -84,7 +84,7 @@ class OperationTransitions(CollectionRows, OperationRows):
             if collection is not None and collection["active_operation_id"] == uuid.UUID(new.id):
                 await self._settle_collection(conn, new, events, current.source_id)
             audit = transition_rows(current, new, events)
-            await self._write_outbox(conn, [*outbox_for(events), *audit])
+            await self._write_outbox(conn, [*outbox_for(events), *audit], trace_id=current.trace_id)
             await self._notify(conn, new.id)
             return await self._operation(conn, new.id, None), events
 
@@ -108,7 +108,9 @@ class OperationTransitions(CollectionRows, OperationRows):
             await self._update_operation(conn, new)
             await self._settle_collection(conn, new, events, record.source_id)
             audit = transition_rows(record, new, events)
-            await self._write_outbox(conn, [*outbox_for(record, events), *audit])
+            await self._write_outbox(
+                conn, [*outbox_for(record, events), *audit], trace_id=record.trace_id
+            )
             await self._notify(conn, new.id)
         return await conn.fetchrow(
             f"SELECT * FROM {self._s}.collections WHERE id = $1", collection["id"]

@@ -98,6 +98,7 @@ class OperationRecord:
     source_id: str | None = None
     request_id: str = ""
     created_by: str = ""
+    trace_id: str = ""  # of the request that started it (kit.tracing)
     resources: ResourceFigures = field(default_factory=ResourceFigures)
     result: Mapping[str, Any] | None = None
 
@@ -196,6 +197,7 @@ def operation_from(row: asyncpg.Record) -> OperationRecord:
         source_id=str(row["source_id"]) if row["source_id"] else None,
         request_id=row["request_id"],
         created_by=row["created_by"],
+        trace_id=row["trace_id"],
         resources=ResourceFigures(
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],

@@ -94,6 +94,8 @@ class ReindexSwitch(OperationTransitions):
             collection = await self._collection(conn, row["id"], None)
             switched = await self._operation(conn, new.id, None)
             audit = transition_rows(record, new, events)
-            await self._write_outbox(conn, [*outbox(collection, switched, switch), *audit])
+            await self._write_outbox(
+                conn, [*outbox(collection, switched, switch), *audit], trace_id=record.trace_id
+            )
             await self._notify(conn, new.id)
             return collection, switch, False

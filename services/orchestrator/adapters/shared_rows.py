@@ -57,8 +57,15 @@ class SharedRows:
         # Delivered at commit, so a watcher re-reading on the notice sees the change.
         await conn.execute("SELECT pg_notify($1, $2)", self.change_channel, operation_id)
 
-    async def _write_outbox(self, conn: asyncpg.Connection, rows: OutboxRows) -> None:
+    async def _write_outbox(
+        self, conn: asyncpg.Connection, rows: OutboxRows, *, trace_id: str
+    ) -> None:
+        """Enqueue ``rows``, each in the trace ``trace_id`` of the operation they
+        concern: whoever moves it on (an API call, a step event, the reaper), its
+        rows stay in the trace of the request that started it."""
         for subject, envelope in rows:
+            if trace_id:
+                envelope.trace_id = trace_id
             await enqueue_event(conn, self._s, subject, envelope)
 
     async def _set_active(
