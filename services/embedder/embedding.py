@@ -294,9 +294,10 @@ class Embedder:
 
 async def _hedged(send: Callable[[], Awaitable[T]], after_seconds: float, model: str) -> T:
     """``send()``, and once more if the first has not answered ``after_seconds``
-    later; the first to end wins, the other is cancelled. Triton's priority
-    scheduler now and then leaves a query queued behind bulk work for half a
-    second; a second copy of a one-row query costs nothing and is served at once."""
+    later; the first to end wins, the other is cancelled. With several bulk
+    batches queued, Triton's priority scheduler now and then leaves a query
+    waiting half a second; a second copy of a one-row query costs next to
+    nothing and is served at once."""
     first = asyncio.ensure_future(send())
     done, _ = await asyncio.wait({first}, timeout=after_seconds)
     if done:
