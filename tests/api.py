@@ -4,14 +4,19 @@ to its end."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from kit.config import ServiceName
+from vectorops.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from vectorops.common.v1 import config_pb2, operation_pb2, source_pb2
 from vectorops.indexer.v1 import (
     document_service_pb2,
@@ -27,6 +32,7 @@ from vectorops.orchestrator.v1 import (
     operation_service_pb2_grpc,
     orchestrator_pb2,
 )
+from vectorops.resources.v1 import resource_service_pb2, resource_service_pb2_grpc, resources_pb2
 
 TERMINAL = {
     operation_pb2.OPERATION_STATUS_COMPLETED,
@@ -209,3 +215,68 @@ class Client:
             token = page.next_page_token
             if not token:
                 return found
+
+
+def eventually(check: Callable[[], Any], seconds: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+class Resources:
+    """ResourceService and AuditService, with a caller's token."""
+
+    def __init__(self, stack, token: str) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self._channels = [
+            grpc.insecure_channel(stack.endpoints[service].target)
+            for service in (ServiceName.RESOURCES, ServiceName.AUDIT)
+        ]
+        self.stub = resource_service_pb2_grpc.ResourceServiceStub(self._channels[0])
+        self.audit = audit_service_pb2_grpc.AuditServiceStub(self._channels[1])
+
+    def usage(self, owner: str) -> resources_pb2.Usage:
+        return self.stub.GetUsage(
+            resource_service_pb2.GetUsageRequest(owner_id=owner, include_collections=True),
+            metadata=self.metadata,
+            timeout=30,
+        ).usage
+
+    def set_quota(self, owner: str, **limits: int) -> None:
+        """Set the named limits (``max_vectors=20``…) and only those."""
+        self.stub.SetQuota(
+            resource_service_pb2.SetQuotaRequest(
+                quota=resources_pb2.Quota(owner_id=owner, **limits),
+                update_mask=field_mask_pb2.FieldMask(paths=list(limits)),
+                request_id=request_id(),
+            ),
+            metadata=self.metadata,
+            timeout=30,
+        )
+
+    def reconcile(self, owner: str) -> resource_service_pb2.ReconcileUsageResponse:
+        return self.stub.ReconcileUsage(
+            resource_service_pb2.ReconcileUsageRequest(owner_id=owner, request_id=request_id()),
+            metadata=self.metadata,
+            timeout=60,
+        )
+
+    def audit_events(self, owner: str, action: str) -> list:
+        return list(
+            self.audit.ListAuditEvents(
+                audit_service_pb2.ListAuditEventsRequest(
+                    owner_id=owner, action=action, page_size=100
+                ),
+                metadata=self.metadata,
+                timeout=30,
+            ).events
+        )
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()

@@ -8,28 +8,32 @@ operation's reservation is given back."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from api import HASH_MODEL, Client, config, directory, error_reason, request_id
+from api import (
+    HASH_MODEL,
+    Client,
+    Resources,
+    config,
+    directory,
+    error_reason,
+    eventually,
+    request_id,
+)
 from corpus import write_text_corpus
-from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from kit.config import ServiceName
-from vectorops.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from vectorops.common.v1 import audit_pb2, operation_pb2
 from vectorops.orchestrator.v1 import (
     collection_service_pb2,
     operation_service_pb2,
     orchestrator_pb2,
 )
-from vectorops.resources.v1 import resource_service_pb2, resource_service_pb2_grpc, resources_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -49,69 +53,11 @@ def owner() -> str:
     return f"quota-owner-{uuid.uuid4().hex[:8]}"
 
 
-class Quotas:
-    """ResourceService and AuditService with the admin's token."""
-
-    def __init__(self, stack) -> None:
-        token = stack.tokens.clear["admin"]
-        self.metadata = (("authorization", f"Bearer {token}"),)
-        self._channels = [
-            grpc.insecure_channel(stack.endpoints[service].target)
-            for service in (ServiceName.RESOURCES, ServiceName.AUDIT)
-        ]
-        self.resources = resource_service_pb2_grpc.ResourceServiceStub(self._channels[0])
-        self.audit = audit_service_pb2_grpc.AuditServiceStub(self._channels[1])
-
-    def set_max_vectors(self, owner: str, limit: int) -> None:
-        self.resources.SetQuota(
-            resource_service_pb2.SetQuotaRequest(
-                quota=resources_pb2.Quota(owner_id=owner, max_vectors=limit),
-                update_mask=field_mask_pb2.FieldMask(paths=["max_vectors"]),
-                request_id=request_id(),
-            ),
-            metadata=self.metadata,
-            timeout=30,
-        )
-
-    def usage(self, owner: str) -> resources_pb2.Usage:
-        return self.resources.GetUsage(
-            resource_service_pb2.GetUsageRequest(owner_id=owner),
-            metadata=self.metadata,
-            timeout=30,
-        ).usage
-
-    def audit_events(self, owner: str, action: str) -> list:
-        return list(
-            self.audit.ListAuditEvents(
-                audit_service_pb2.ListAuditEventsRequest(
-                    owner_id=owner, action=action, page_size=100
-                ),
-                metadata=self.metadata,
-                timeout=30,
-            ).events
-        )
-
-    def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
-
-
 @pytest.fixture
 def quotas(stack):
-    reader = Quotas(stack)
+    reader = Resources(stack, stack.tokens.clear["admin"])
     yield reader
     reader.close()
-
-
-def eventually(check: Callable[[], Any], seconds: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def quota_refusal(call: Callable[[], Any]) -> tuple[dict[str, str], list]:
@@ -170,7 +116,7 @@ def test_over_quota_requests_are_refused_and_create_nothing(stack, admin, quotas
     small, large = root / "small", root / "large"
     write_text_corpus(small, documents=3, words=20)
     write_text_corpus(large, documents=30, words=20, seed=11)
-    quotas.set_max_vectors(owner, MAX_VECTORS)
+    quotas.set_quota(owner, max_vectors=MAX_VECTORS)
 
     # -- a small collection fits, indexes, and gives its reservation back --
     first_rid = request_id()

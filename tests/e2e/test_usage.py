@@ -7,83 +7,33 @@ ReconcileUsage from the indexer's own figures, audited, admin only."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from api import HASH_MODEL, Client, config, directory, error_reason, request_id
+from api import (
+    HASH_MODEL,
+    Client,
+    Resources,
+    config,
+    directory,
+    error_reason,
+    eventually,
+    request_id,
+)
 from corpus import write_text_corpus
-from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from kit.bus.jetstream import JetStream
 from kit.bus.subjects import USAGE_DELTA
-from kit.config import ServiceName
 from kit.events import new_envelope
-from vectorops.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from vectorops.common.v1 import audit_pb2
 from vectorops.events.v1 import usage_pb2
 from vectorops.orchestrator.v1 import collection_service_pb2, orchestrator_pb2
-from vectorops.resources.v1 import resource_service_pb2, resource_service_pb2_grpc, resources_pb2
 
 pytestmark = pytest.mark.integration
-
-
-class Resources:
-    """ResourceService and AuditService, with a caller's token."""
-
-    def __init__(self, stack, token: str) -> None:
-        self.metadata = (("authorization", f"Bearer {token}"),)
-        self._channels = [
-            grpc.insecure_channel(stack.endpoints[service].target)
-            for service in (ServiceName.RESOURCES, ServiceName.AUDIT)
-        ]
-        self.stub = resource_service_pb2_grpc.ResourceServiceStub(self._channels[0])
-        self.audit = audit_service_pb2_grpc.AuditServiceStub(self._channels[1])
-
-    def usage(self, owner: str) -> resources_pb2.Usage:
-        return self.stub.GetUsage(
-            resource_service_pb2.GetUsageRequest(owner_id=owner, include_collections=True),
-            metadata=self.metadata,
-            timeout=30,
-        ).usage
-
-    def set_max_collections(self, owner: str, limit: int) -> None:
-        self.stub.SetQuota(
-            resource_service_pb2.SetQuotaRequest(
-                quota=resources_pb2.Quota(owner_id=owner, max_collections=limit),
-                update_mask=field_mask_pb2.FieldMask(paths=["max_collections"]),
-                request_id=request_id(),
-            ),
-            metadata=self.metadata,
-            timeout=30,
-        )
-
-    def reconcile(self, owner: str) -> resource_service_pb2.ReconcileUsageResponse:
-        return self.stub.ReconcileUsage(
-            resource_service_pb2.ReconcileUsageRequest(owner_id=owner, request_id=request_id()),
-            metadata=self.metadata,
-            timeout=60,
-        )
-
-    def audit_events(self, owner: str, action: str) -> list:
-        return list(
-            self.audit.ListAuditEvents(
-                audit_service_pb2.ListAuditEventsRequest(
-                    owner_id=owner, action=action, page_size=100
-                ),
-                metadata=self.metadata,
-                timeout=30,
-            ).events
-        )
-
-    def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
 
 
 @pytest.fixture
@@ -104,17 +54,6 @@ def resources(stack):
 def owner() -> str:
     """An owner of this test alone, so its usage and quota touch no other test."""
     return f"usage-owner-{uuid.uuid4().hex[:8]}"
-
-
-def eventually(check: Callable[[], Any], seconds: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def create_for(admin: Client, owner: str, name: str, folder) -> Any:
@@ -186,7 +125,7 @@ def test_an_index_counts_its_collection_and_a_delete_takes_it_away(
 def test_max_collections_refuses_a_second_collection_once_the_first_counts(
     stack, admin, resources, owner
 ) -> None:
-    resources.set_max_collections(owner, 1)
+    resources.set_quota(owner, max_collections=1)
     first = indexed(stack, admin, owner, "only-one")
     # Counted by its usage event, with its reservation given back: nothing else holds it.
     eventually(lambda: (u := resources.usage(owner)).collections == 1 and u.active_operations == 0)
