@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import struct_pb2
@@ -70,11 +70,15 @@ class CleanupLoop:
         *,
         interval_seconds: float,
         min_staging_age: timedelta,
+        release: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
+        """``release(operation_id)`` gives back the quota reservation of the
+        REINDEX whose retired collection a job settled."""
         self._jobs = jobs
         self._store = store
         self._interval = interval_seconds
         self._min_staging_age = min_staging_age
+        self._release = release
 
     async def run(self, stop: asyncio.Event) -> None:
         """Look for due jobs every interval until ``stop`` is set."""
@@ -126,9 +130,22 @@ class CleanupLoop:
             decision=verdict.reason.value,
             status=verdict.status.value,
         )
+        if verdict.status is not JobStatus.PENDING:
+            await self._release_room_of(job)
         if verdict.status is JobStatus.PENDING and job.reason == verdict.reason.value:
             return Decision(verdict)  # deferred again for the same reason: audited already
         return Decision(verdict, audit_record(job, verdict), audit_subject(verdict.audit_action))
+
+    async def _release_room_of(self, job: CleanupJob) -> None:
+        """The retired collection is settled (deleted, gone, or kept for good):
+        the REINDEX that retired it no longer needs its room. Idempotent, best
+        effort: a reservation that is not released expires."""
+        if self._release is None:
+            return
+        try:
+            await self._release(job.operation_id)
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.warning("cleanup.release_failed", operation_id=job.operation_id, error=str(error))
 
 
 def audit_record(job: CleanupJob, verdict: Verdict) -> envelope_pb2.Envelope:

@@ -148,6 +148,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
                 store,
                 interval_seconds=settings.indexer_cleanup_interval_seconds,
                 min_staging_age=timedelta(seconds=settings.indexer_cleanup_min_staging_age_seconds),
+                release=resources.release,
             ),
         )
     finally:

@@ -25,7 +25,14 @@ from kit.source_paths import resolve_source
 from orchestrator.adapters.records import CollectionRecord, OperationRecord, SourceSpec
 from orchestrator.adapters.resources_client import Hold, ResourcesClient
 from orchestrator.adapters.source_survey import DEFAULT_MAX_ENTRIES, survey_directory
-from orchestrator.domain.admission import Ask, Documents, documents_of, needs_admission, reindex_ask
+from orchestrator.domain.admission import (
+    Ask,
+    Documents,
+    documents_of,
+    needs_admission,
+    reindex_ask,
+    released_when_it_ends,
+)
 from orchestrator.domain.operations import OperationType
 from vectorops.common.v1 import operation_pb2
 
@@ -96,9 +103,14 @@ class Admission:
         await self._resources.release(operation_id)
 
     async def release_finished(self, record: OperationRecord) -> None:
-        """The repository's hook: called once an operation reached its end."""
-        if needs_admission(record.operation.type):
+        """The repository's hook: called once an operation reached its end. A
+        completed REINDEX only stops counting as running: the collection it
+        retired holds its room until the indexer's cleanup releases it."""
+        operation = record.operation
+        if released_when_it_ends(operation.type, operation.status):
             await self.release(record.id)
+        elif needs_admission(operation.type):
+            await self._resources.release(record.id, keep_room=True)
 
     # --- what to ask for --------------------------------------------------------------
 

@@ -218,9 +218,14 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
     async def Release(self, request: api.ReleaseRequest, context: Context) -> api.ReleaseResponse:
         current_principal().require(Role.SERVICE)
         _require(operation_id=request.operation_id, request_id=request.request_id)
-        reservation = await self._repository.release(request.operation_id)
+        reservation = await self._repository.release(
+            request.operation_id, keep_room=request.keep_room
+        )
         log.info(
-            "resources.released", operation_id=request.operation_id, held=reservation is not None
+            "resources.released",
+            operation_id=request.operation_id,
+            held=reservation is not None,
+            keep_room=request.keep_room,
         )
         if reservation is None:
             return api.ReleaseResponse()

@@ -151,8 +151,18 @@ class Indexer:
             ),
         )
 
-    def cleanup(self, min_age: timedelta = timedelta(hours=1)) -> CleanupLoop:
-        return CleanupLoop(self.jobs, self.store, interval_seconds=0.05, min_staging_age=min_age)
+    def cleanup(
+        self, min_age: timedelta = timedelta(hours=1), released: list[str] | None = None
+    ) -> CleanupLoop:
+        """A cleanup loop; the operations whose reservations it releases go to ``released``."""
+
+        async def release(operation_id: str) -> None:
+            if released is not None:
+                released.append(operation_id)
+
+        return CleanupLoop(
+            self.jobs, self.store, interval_seconds=0.05, min_staging_age=min_age, release=release
+        )
 
     async def copy(self, collection_id: str) -> CollectionRecord:
         return await self.repository.get_collection(collection_id)
@@ -808,10 +818,12 @@ async def test_a_due_job_deletes_the_collection_and_publishes_its_audit_record(
     op_id = await retire(indexer, old, now - timedelta(seconds=1))
     await retire(indexer, later, now + timedelta(minutes=5))  # not due yet
 
-    decisions = await indexer.cleanup().run_once(now)
+    released: list[str] = []
+    decisions = await indexer.cleanup(released=released).run_once(now)
 
     assert [d.verdict.reason.value for d in decisions] == ["OK"]
     assert not await indexer.store.collection_exists(old)
+    assert released == [op_id]  # the reindex's room goes back with its old collection
     assert await indexer.store.collection_exists(later)
     [job] = await indexer.jobs.jobs_of(op_id)
     assert job.status == "DELETED" and job.reason == "OK" and job.finished_at is not None
@@ -872,9 +884,12 @@ async def test_the_safety_checks_keep_what_they_must(indexer: Indexer) -> None:
     }
     ops = {name: await retire(indexer, name, due) for name in expected}
 
-    loop = indexer.cleanup(min_age=timedelta(hours=1))
+    released: list[str] = []
+    loop = indexer.cleanup(min_age=timedelta(hours=1), released=released)
     decisions = await loop.run_once(now)
     assert len(decisions) == len(expected)
+    # Settled for good (deleted, gone or kept): released; deferred: still held.
+    assert sorted(released) == sorted(ops[name] for name in expected if name != young)
     for name, (status, reason) in expected.items():
         [job] = await indexer.jobs.jobs_of(ops[name])
         assert (job.status, job.reason, job.checks["decision"]) == (status, reason, reason), name
@@ -900,6 +915,7 @@ async def test_the_safety_checks_keep_what_they_must(indexer: Indexer) -> None:
     assert not await store.collection_exists(young)
     [young_job] = await indexer.jobs.jobs_of(ops[young])
     assert young_job.status == "DELETED"
+    assert released[-1] == ops[young]
     assert len(await indexer.outbox(subjects.audit_subject("cleanup.skip_collection"))) == len(
         expected
     )

@@ -319,6 +319,39 @@ async def test_reserve_and_release_are_idempotent(resources: Resources) -> None:
     await resources.call("Reserve", reserve_request("alice", 100), "service")
 
 
+async def test_an_ended_operation_keeping_its_room_stops_counting_as_running(
+    resources: Resources,
+) -> None:
+    # A completed REINDEX: no longer a running operation, but the collection it
+    # retired still takes its room until cleanup releases it for good.
+    await set_quota(
+        resources,
+        "bob",
+        ["max_concurrent_operations", "max_vectors"],
+        max_concurrent_operations=1,
+        max_vectors=100,
+    )
+    await resources.call("Reserve", reserve_request("bob", 60, operation_id="ri-1"), "service")
+    ended = api.ReleaseRequest(operation_id="ri-1", request_id="ri-1:end", keep_room=True)
+    await resources.call("Release", ended, "service")
+    await resources.call("Release", ended, "service")  # a repeat changes nothing
+    usage = (await resources.call("GetUsage", api.GetUsageRequest(), "bob")).usage
+    assert (usage.reserved_vectors, usage.active_operations) == (60, 0)
+    code, reason, status = await refused(
+        resources.call("Reserve", reserve_request("bob", 41), "service")
+    )  # the room is still held ...
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
+    assert "max_vectors" in quota_failure(status).violations[0].description
+    # ... and the operation's place is free: another operation fits beside it.
+    await resources.call("Reserve", reserve_request("bob", 40, operation_id="op-2"), "service")
+
+    release = api.ReleaseRequest(operation_id="ri-1", request_id="ri-1:release")
+    released = await resources.call("Release", release, "service")
+    assert released.reservation.status == pb.RESERVATION_STATUS_RELEASED
+    usage = (await resources.call("GetUsage", api.GetUsageRequest(), "bob")).usage
+    assert (usage.reserved_vectors, usage.active_operations) == (40, 1)
+
+
 async def test_expired_reservations_stop_counting(resources: Resources) -> None:
     await set_quota(resources, "alice", ["max_vectors"], max_vectors=100)
     short = reserve_request("alice", 100, ttl=duration_pb2.Duration(nanos=500_000_000))

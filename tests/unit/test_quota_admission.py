@@ -18,8 +18,9 @@ from orchestrator.domain.admission import (
     documents_of,
     needs_admission,
     reindex_ask,
+    released_when_it_ends,
 )
-from orchestrator.domain.operations import OperationType
+from orchestrator.domain.operations import OperationStatus, OperationType
 from resources.adapters.system_headroom import SystemHeadroom
 from resources.domain.headroom import (
     Floors,
@@ -156,3 +157,11 @@ def test_the_system_reading_takes_mem_available_and_the_data_dirs_filesystem(
     assert reading.free_memory_bytes == 2048 * 1024
     assert reading.free_disk_bytes is not None and reading.free_disk_bytes > 0
     assert SystemHeadroom(None, tmp_path / "missing").read() == Headroom(None, None)
+
+
+def test_a_completed_reindex_keeps_its_room_until_cleanup() -> None:
+    assert not released_when_it_ends(OperationType.REINDEX, OperationStatus.COMPLETED)
+    assert released_when_it_ends(OperationType.REINDEX, OperationStatus.FAILED)
+    assert released_when_it_ends(OperationType.REINDEX, OperationStatus.CANCELLED)
+    assert released_when_it_ends(OperationType.APPEND, OperationStatus.COMPLETED)
+    assert not released_when_it_ends(OperationType.DELETE, OperationStatus.COMPLETED)

@@ -328,7 +328,9 @@ async def wind_up(
 ) -> bool:
     """What a REINDEX leaves when it ends. Failed before its switch, or
     cancelled (the orchestrator accepts a cancel only before the switch): its
-    staging collection is deleted at once. Any end: its reservation is released.
+    staging collection is deleted at once. Its reservation is released, unless
+    it completed: then the collection it retired holds that room until cleanup
+    deletes it, and cleanup releases it (``CleanupLoop``).
     True when a staging collection was deleted. Never raises: the outcome must
     be announced whatever happens here."""
     reindex = services.reindex
@@ -337,6 +339,8 @@ async def wind_up(
     deleted = False
     if outcome is Outcome.CANCELLED or (outcome is Outcome.FAILED and step in BEFORE_SWITCH):
         deleted = await discard_staging(services, reindex, order, str(outcome).lower())
+    if outcome is Outcome.COMPLETED:
+        return deleted
     try:
         await reindex.resources.release(order.operation_id)
     except Exception as error:  # noqa: BLE001 - an unreleased reservation expires

@@ -152,11 +152,14 @@ class ResourcesClient:
             raise _refusal(error, "Reserve") from None
         return reply.replayed
 
-    async def release(self, operation_id: str) -> bool:
-        """Give the operation's reservation back. Best effort: False when it could
-        not be (the reservation then expires on its own)."""
+    async def release(self, operation_id: str, *, keep_room: bool = False) -> bool:
+        """Give the operation's reservation back (``keep_room``: only its place
+        among the running operations). Best effort: False when it could not be
+        (the reservation then expires on its own)."""
         request = resource_service_pb2.ReleaseRequest(
-            operation_id=operation_id, request_id=f"{operation_id}:release"
+            operation_id=operation_id,
+            request_id=f"{operation_id}:{'end' if keep_room else 'release'}",
+            keep_room=keep_room,
         )
         try:
             await self._stub.Release(

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.domain.operations import OperationType
+from orchestrator.domain.operations import OperationStatus, OperationType
 
 ADMITTED = frozenset(
     {
@@ -62,6 +62,15 @@ class Ask:
 
 def needs_admission(operation_type: OperationType) -> bool:
     return operation_type in ADMITTED
+
+
+def released_when_it_ends(operation_type: OperationType, status: OperationStatus) -> bool:
+    """Whether an operation's reservation goes back when it ends. A completed
+    REINDEX keeps it: the old collection still takes its room until cleanup
+    deletes it, and the indexer's cleanup gives it back then."""
+    if not needs_admission(operation_type):
+        return False
+    return not (operation_type is OperationType.REINDEX and status is OperationStatus.COMPLETED)
 
 
 def documents_of(surveys: Iterable[SourceSurvey]) -> Documents:

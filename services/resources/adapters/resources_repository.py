@@ -337,10 +337,13 @@ class ResourcesRepository:
             )
             return _reservation(row), False
 
-    async def release(self, operation_id: str) -> Reservation | None:
-        """Release a live reservation; an expired, released or unknown one is left as is."""
+    async def release(self, operation_id: str, *, keep_room: bool = False) -> Reservation | None:
+        """Release a live reservation; an expired, released or unknown one is left as
+        is. ``keep_room``: its operation has ended, its room stays held."""
+        ended = "operation_ended_at = coalesce(operation_ended_at, now())"
         row = await self._pool.fetchrow(
-            f"""UPDATE {self._schema}.reservations SET released_at = now()
+            f"""UPDATE {self._schema}.reservations
+                SET {ended if keep_room else "released_at = now()"}
                 WHERE operation_id = $1 AND released_at IS NULL AND expires_at > now()
                 RETURNING *""",
             operation_id,
@@ -356,7 +359,8 @@ class ResourcesRepository:
 
     async def _held(self, conn: asyncpg.Connection, owner_id: str) -> Held:
         row = await conn.fetchrow(
-            f"""SELECT count(*) AS operations, coalesce(sum(vectors), 0) AS vectors,
+            f"""SELECT count(*) FILTER (WHERE operation_ended_at IS NULL) AS operations,
+                       coalesce(sum(vectors), 0) AS vectors,
                        coalesce(sum(bytes), 0) AS bytes,
                        count(*) FILTER (WHERE operation_type = $2) AS collections
                 FROM {self._schema}.reservations
