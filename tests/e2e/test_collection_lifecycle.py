@@ -64,7 +64,9 @@ def test_create_watch_search_append_remove_delete(stack, client, source_dirs) ->
     assert final.progress.documents_failed == 1
     assert final.progress.documents_done == len(FIRST_SOURCE) + 1
     assert final.progress.vectors_written >= len(FIRST_SOURCE)
-    assert {u.current_step for u in updates} >= {"ingest"}
+    # Steps stream as they happen, but a quick INDEX can end between two looks of
+    # the watcher (it sends the latest state); the checkpoints stay on the operation.
+    assert final.last_checkpoint == "finalize"
     assert final.resources.wall_seconds > 0 and final.resources.peak_memory_bytes > 0
 
     documents = {d.path: d for d in client.list_documents(collection_id)}
