@@ -26,6 +26,7 @@ from kit.errors import QuotaViolation, ResourceExhausted, Unavailable
 from kit.grpc.client import bearer, service_channel
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
+from kit.reservations import release_reservation
 from vectorops.common.v1 import config_pb2
 from vectorops.resources.v1 import resource_service_pb2, resource_service_pb2_grpc
 
@@ -154,26 +155,14 @@ class ResourcesClient:
 
     async def release(self, operation_id: str, *, keep_room: bool = False) -> bool:
         """Give the operation's reservation back (``keep_room``: only its place
-        among the running operations). Best effort: False when it could not be
-        (the reservation then expires on its own)."""
-        request = resource_service_pb2.ReleaseRequest(
-            operation_id=operation_id,
-            request_id=f"{operation_id}:{'end' if keep_room else 'release'}",
+        among the running operations); best effort."""
+        return await release_reservation(
+            self._stub,
+            operation_id,
+            metadata=self._metadata,
+            timeout_seconds=self._timeout_seconds,
             keep_room=keep_room,
         )
-        try:
-            await self._stub.Release(
-                request, metadata=self._metadata, timeout=self._timeout_seconds
-            )
-        except grpc.aio.AioRpcError as error:
-            log.warning(
-                "reservation.release_failed",
-                operation_id=operation_id,
-                code=error.code().name,
-                detail=error.details(),
-            )
-            return False
-        return True
 
     async def close(self) -> None:
         await self._channel.close()
