@@ -592,6 +592,26 @@ async def test_edge_optimize_runs_out_of_process_while_other_searches_go_on(
         await store.close()
 
 
+async def test_edge_writes_during_an_optimisation_wait_for_it_and_land(tmp_path: Path) -> None:
+    """A write that arrives while the collection is optimised waits for the end
+    (the shard is closed meanwhile) and then lands; neither waits on the other
+    for ever."""
+    store = EdgeVectorStore(tmp_path / "vectors", indexing_threshold_kb=1)
+    try:
+        rng = np.random.default_rng(12)
+        await store.create_collection("c", DIM)
+        await store.upsert("c", _points(_unit(rng, 5000), "s1", docs=50))
+        optimizing = asyncio.create_task(store.optimize("c"))
+        writes = [
+            asyncio.create_task(store.upsert("c", _points(_unit(rng, 10), f"w{i}", docs=1)))
+            for i in range(5)
+        ]
+        await asyncio.wait_for(asyncio.gather(optimizing, *writes), timeout=120)
+        assert await store.count("c") == 5050
+    finally:
+        await store.close()
+
+
 async def test_edge_leftovers_of_a_crash_are_not_collections(tmp_path: Path) -> None:
     data_dir = tmp_path / "vectors"
     (data_dir / "collections" / ".tmp-half-abc" / "shard").mkdir(parents=True)

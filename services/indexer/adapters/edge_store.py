@@ -469,7 +469,9 @@ class EdgeVectorStore:
         # In a child process: the engine holds the GIL while it optimises, which
         # here would stall every search for as long as an HNSW build takes.
         shard_dir = self._dir(collection.name) / _SHARD_DIR
-        with collection.write_lock, collection.exclusive():
+        # No write_lock: every writer holds it inside use(), which exclusive() waits
+        # out; taking it first would deadlock with a writer already in use().
+        with collection.exclusive():
             collection.shard.close()
             try:
                 optimize_in_child(shard_dir)  # returns once nothing more is planned
