@@ -12,7 +12,6 @@ so a record never counts points that are not there.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -25,6 +24,7 @@ from indexer.adapters.vector_store import VectorPoint, VectorStore
 from indexer.domain.chunking import Chunk
 from indexer.domain.documents import document_id, media_type_for, point_id
 from indexer.ingest_progress import DocumentFailure, IngestProgress
+from kit.background import in_background
 
 UPSERT_BATCH = 256  # points per store call: bounded request size for a server store
 _SCROLL_PAGE = 512
@@ -96,7 +96,7 @@ class DocumentWriter:
         failed = [d for d in documents if d.failure is not None]
         # Building a group's points is CPU work: in a thread it is preempted for
         # searches; on the event loop it would hold them back for its whole length.
-        points = await asyncio.to_thread(
+        points = await in_background(
             lambda: [point for document in done for point in self._points(document)]
         )
         for start in range(0, len(points), UPSERT_BATCH):

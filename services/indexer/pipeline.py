@@ -36,6 +36,7 @@ from indexer.domain.chunking import Tokenizer, chunk
 from indexer.domain.documents import content_hash
 from indexer.extraction import ExtractionError, ExtractionFailure, extract
 from indexer.ingest_progress import ProgressReporter
+from kit.background import in_background
 from kit.embedding_models import Quantization
 
 EMBEDDING_FAILED = "EMBEDDING_FAILED"
@@ -213,7 +214,7 @@ class IngestPipeline:
         for group in _groups(documents):
             if self._cancelled():
                 break
-            for document in await asyncio.to_thread(_prepare_group, group, self._settings):
+            for document in await in_background(_prepare_group, group, self._settings):
                 await prepared.put(document)
         else:
             self._prepared_all = True

@@ -3,12 +3,13 @@ indexer.adapters.edge_optimizer <shard dir>``.
 
 Qdrant's embedded engine holds the GIL for the whole of an optimisation (an HNSW
 build takes seconds), so in the indexer's process it would stall every search
-it serves. The indexer closes the shard, runs this at a lower CPU priority, and
+it serves. The indexer closes the shard, runs this at the lowest CPU priority, and
 loads the optimised shard back (``EdgeVectorStore.optimize``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,4 +53,8 @@ if __name__ == "__main__":
     # Lowered here, not in a preexec_fn: forking a threaded parent and running
     # Python before exec is unsafe (the child can crash or deadlock).
     os.nice(NICENESS)
+    # Idle class where Linux has it: the build then runs only on CPU time nothing
+    # else wants, and being a process of its own it holds no lock a search needs.
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     optimize_shard(Path(sys.argv[1]))

@@ -49,6 +49,7 @@ from indexer.adapters.vector_store import (
     scroll_page,
     validate_name,
 )
+from kit.background import in_background
 
 UPSERT_BATCH = 1024
 _CONFIG_FILE = "collection.json"
@@ -240,7 +241,7 @@ class EdgeVectorStore:
         collection = await self._get(name)
         if not points:
             return 0
-        return await asyncio.to_thread(self._upsert_sync, collection, points)
+        return await in_background(self._upsert_sync, collection, points)
 
     async def delete_points(self, name: str, filter: PayloadFilter) -> int:
         if not filter:
