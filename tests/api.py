@@ -76,6 +76,7 @@ class Client:
 
     stack: object
     token: str
+    credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -88,7 +89,11 @@ class Client:
         self.documents = document_service_pb2_grpc.DocumentServiceStub(indexer)
 
     def _channel(self, service: ServiceName) -> grpc.Channel:
-        channel = grpc.insecure_channel(self.stack.endpoints[service].target)
+        target = self.stack.endpoints[service].target
+        if self.credentials is None:
+            channel = grpc.insecure_channel(target)
+        else:
+            channel = grpc.secure_channel(target, self.credentials)
         self._channels.append(channel)
         return channel
 

@@ -13,7 +13,11 @@ from kit.config import ServiceName
 from kit.grpc.client import bearer
 from vectorops.audit.v1 import audit_service_pb2_grpc
 from vectorops.indexer.v1 import search_service_pb2_grpc
-from vectorops.orchestrator.v1 import collection_service_pb2_grpc, operation_service_pb2_grpc
+from vectorops.orchestrator.v1 import (
+    collection_service_pb2_grpc,
+    operation_service_pb2_grpc,
+    token_service_pb2_grpc,
+)
 from vectorops.resources.v1 import resource_service_pb2_grpc
 
 _OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
@@ -58,6 +62,10 @@ class Api:
     @property
     def resources(self) -> resource_service_pb2_grpc.ResourceServiceStub:
         return resource_service_pb2_grpc.ResourceServiceStub(self._channel(ServiceName.RESOURCES))
+
+    @property
+    def tokens(self) -> token_service_pb2_grpc.TokenServiceStub:
+        return token_service_pb2_grpc.TokenServiceStub(self._channel(ServiceName.ORCHESTRATOR))
 
     @property
     def audit(self) -> audit_service_pb2_grpc.AuditServiceStub:

@@ -16,6 +16,13 @@ class IndexerSettings(Settings):
     # engine embedded in this process with its files under ``indexer_data_dir``.
     indexer_qdrant_url: str | None = None
     indexer_qdrant_api_key: str | None = None
+    # How a Qdrant cluster places the collections the indexer creates (unset: the
+    # server's defaults, 1 shard and 1 copy). Replication 2 keeps every shard on two
+    # nodes, so a collection survives one node's loss; write consistency is how many
+    # copies must apply a write before it is acknowledged. Ignored by the embedded engine.
+    indexer_qdrant_shard_number: int | None = Field(default=None, ge=1)
+    indexer_qdrant_replication_factor: int | None = Field(default=None, ge=1)
+    indexer_qdrant_write_consistency_factor: int | None = Field(default=None, ge=1)
     indexer_data_dir: Path = Path(".vectorops/indexer")
     # Commands: the ack wait after which a dead indexer's command is redelivered
     # (a live one sends in_progress well within it), and how often it is tried.

@@ -40,6 +40,7 @@ from kit.bus.object_store import ObjectBucket
 from kit.config import ServiceName
 from kit.embedding_models import ModelRegistry
 from kit.grpc.server import bind
+from kit.grpc.tls import channel_credentials
 from kit.runtime import ServiceContext, ServiceSpec
 from vectorops.indexer.v1 import (
     document_service_pb2_grpc,
@@ -72,6 +73,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         settings.embedder_address,
         settings.outbound_token(),
         settings.indexer_search_timeout_seconds,
+        credentials=channel_credentials(settings.tls()),
     )
     repository = DocumentRepository(ctx.pool, ctx.schema)
     registry = ModelRegistry()
@@ -81,7 +83,11 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         wait_seconds=settings.indexer_embedder_wait_seconds,
     )
     # The end of a REINDEX: the orchestrator's switch, applied here, and the cleanup.
-    control = ReindexControlClient(settings.orchestrator_address, settings.outbound_token())
+    control = ReindexControlClient(
+        settings.orchestrator_address,
+        settings.outbound_token(),
+        credentials=channel_credentials(settings.tls()),
+    )
     switches = ReindexSwitches(ctx.pool, ctx.schema)
     switcher = CollectionSwitcher(switches, store)
     cleanup_jobs = CleanupJobs(ctx.pool, ctx.schema)
@@ -97,6 +103,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         settings.resources_address,
         settings.outbound_token(),
         settings.indexer_resources_timeout_seconds,
+        credentials=channel_credentials(settings.tls()),
     )
     reindex = ReindexServices(
         runs=ReindexRepository(ctx.pool, ctx.schema),

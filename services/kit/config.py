@@ -11,8 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kit.grpc.tls import TlsFiles, tls_files
 
 ENV_PREFIX = "VECTOROPS_"
 
@@ -98,6 +100,14 @@ class Settings(BaseSettings):
     service_token: SecretStr | None = None
     service_token_file: Path | None = None
 
+    # TLS for the gRPC servers and the calls between services (PEM files). With a
+    # certificate and key, every server serves TLS only; with a CA as well, servers
+    # require client certificates it signed (mTLS) and calls verify the servers
+    # against it, presenting this certificate. Metrics stay plain HTTP.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+
     # Directories a directory source may lie in (JSON list, or paths joined by
     # ':'). Empty: no directory source is accepted, only uploads.
     source_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
@@ -118,6 +128,17 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(":") if part]
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(f"{ENV_PREFIX}TLS_CA_FILE needs a certificate and key as well")
+        return self
+
+    def tls(self) -> TlsFiles | None:
+        return tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
     def outbound_token(self) -> str | None:
         """The service-role token this process presents to the other services."""

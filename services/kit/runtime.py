@@ -1,7 +1,8 @@
 """The life of a service process: config → adapters → server → serve → drain.
 
 Every service's ``__main__`` is ``run(ServiceSpec(...))``. Start-up connects to
-Postgres (and migrates the service's schema), to JetStream (and declares the
+Postgres (and migrates the service's schema and the shared token store), loads
+the run-time tokens (``kit.tokens``), connects to JetStream (and declares the
 streams), starts the gRPC server and the outbox dispatcher, then reports
 SERVING. SIGTERM or SIGINT flips health to NOT_SERVING, drains in-flight RPCs
 for the grace period, stops the background tasks and closes the connections.
@@ -21,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from kit.auth import Principal, Role, TokenAuthenticator
+from kit.auth import Principal, Role, TokenAuthenticator, TokenLookup
 from kit.bus.jetstream import JetStream
 from kit.bus.topology import ALL_STREAMS
 from kit.config import ServiceName, Settings, load_settings
@@ -31,6 +32,8 @@ from kit.grpc.server import RunningServer, ServiceBinding, create_server
 from kit.logs import configure_logging, get_logger
 from kit.metrics import serve_metrics
 from kit.outbox import OutboxDispatcher
+from kit.tokens import SCHEMA as TOKENS_SCHEMA
+from kit.tokens.cache import TokenCache
 
 log = get_logger(__name__)
 
@@ -66,9 +69,13 @@ class ServiceSpec:
         return self.name.value
 
 
-def authenticator_from(settings: Settings) -> TokenAuthenticator:
+def authenticator_from(settings: Settings, lookup: TokenLookup | None = None) -> TokenAuthenticator:
     return TokenAuthenticator(
-        (entry.sha256, Principal(entry.principal, Role(entry.role))) for entry in settings.tokens()
+        (
+            (entry.sha256, Principal(entry.principal, Role(entry.role)))
+            for entry in settings.tokens()
+        ),
+        lookup,
     )
 
 
@@ -105,6 +112,10 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     )
     async with pool.acquire() as conn:
         await migrate(conn, spec.schema, load_migrations("kit") + load_migrations(spec.package))
+        # Every service applies it (idempotent, under its own lock): none depends on start order.
+        await migrate(conn, TOKENS_SCHEMA, load_migrations("kit.tokens"))
+    tokens = TokenCache(pool, settings.postgres_dsn)
+    await tokens.start()
     bus = await JetStream.connect(
         settings.nats_url,
         name=f"vectorops-{spec.name.value}-{os.getpid()}",
@@ -121,7 +132,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         settings.grpc_host,
         settings.bound_grpc_port(),
         spec.bindings(ctx),
-        authenticator_from(settings),
+        authenticator_from(settings, tokens),
+        credentials=tls.server_credentials() if (tls := settings.tls()) else None,
     )
     dispatcher = OutboxDispatcher(
         pool,
@@ -155,6 +167,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     for task in tasks:
         task.cancel()
     await resources.aclose()
+    await tokens.stop()
     await bus.close()
     await pool.close()
     metrics_server.shutdown()

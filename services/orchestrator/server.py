@@ -1,6 +1,7 @@
 """The orchestrator's gRPC surface: ``CollectionService``, ``OperationService``
-and ``google.longrunning.Operations`` over the same operations, and the
-internal ``ReindexControlService`` (the REINDEX switch, service role only).
+and ``google.longrunning.Operations`` over the same operations, the
+internal ``ReindexControlService`` (the REINDEX switch, service role only), and
+the admin-only ``TokenService`` (run-time bearer tokens of every service).
 
 ``lifespan`` builds what the servicers share (the repository, the process-wide
 change listener and the application services); ``bindings`` maps them
@@ -19,6 +20,7 @@ from google.longrunning import operations_pb2_grpc
 from kit.bus.object_store import ObjectBucket
 from kit.config import ServiceName
 from kit.grpc.server import ServiceBinding, bind
+from kit.grpc.tls import channel_credentials
 from kit.runtime import ServiceContext, ServiceSpec
 from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.adapters.resources_client import ResourcesClient
@@ -33,12 +35,15 @@ from orchestrator.operation_app import OperationApp
 from orchestrator.operation_servicer import OperationServicer
 from orchestrator.reindex_app import ReindexApp, ReindexPolicy
 from orchestrator.reindex_control_servicer import ReindexControlServicer
+from orchestrator.token_app import TokenApp
+from orchestrator.token_servicer import TokenServicer
 from orchestrator.uploads import UploadApp
 from orchestrator.watch import OperationWatcher
 from vectorops.orchestrator.v1 import (
     collection_service_pb2_grpc,
     operation_service_pb2_grpc,
     reindex_control_service_pb2_grpc,
+    token_service_pb2_grpc,
 )
 
 
@@ -53,6 +58,7 @@ class Application:
     operations: OperationApp
     uploads: UploadApp
     reindex: ReindexApp
+    tokens: TokenApp
 
 
 def upload_limits(settings: OrchestratorSettings) -> UploadLimits:
@@ -76,6 +82,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
         settings.resources_address,
         settings.outbound_token(),
         settings.orchestrator_resources_timeout_seconds,
+        credentials=channel_credentials(settings.tls()),
     )
     admission = Admission(
         resources, settings.source_roots, settings.orchestrator_admission_max_walk_entries
@@ -101,6 +108,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
             ),
             uploads=UploadApp(repository, bucket, upload_limits(settings), admission),
             reindex=ReindexApp(repository, ReindexPolicy.from_settings(settings), admission),
+            tokens=TokenApp(ctx.pool, ctx.schema),
         )
     finally:
         await watcher.stop()
@@ -128,6 +136,7 @@ def bindings(ctx: ServiceContext) -> list[ServiceBinding]:
             "ReindexControlService",
             ReindexControlServicer(app.reindex),
         ),
+        bind(token_service_pb2_grpc, "TokenService", TokenServicer(app.tokens)),
     ]
 
 

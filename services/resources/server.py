@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from kit.config import ServiceName
 from kit.grpc.server import ServiceBinding, bind
+from kit.grpc.tls import channel_credentials
 from kit.runtime import ServiceContext, ServiceSpec
 from resources.adapters.indexer_usage import IndexerUsageClient
 from resources.adapters.resources_repository import ResourcesRepository
@@ -64,6 +65,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[ResourcesApp]:
         settings.indexer_address,
         settings.outbound_token(),
         settings.resources_indexer_timeout_seconds,
+        credentials=channel_credentials(settings.tls()),
     )
     try:
         yield ResourcesApp(repository, UsageConsumer(repository), indexer_usage)

@@ -28,6 +28,7 @@ EXPECTED_SERVICES = {
         "vectorops.orchestrator.v1.CollectionService",
         "vectorops.orchestrator.v1.OperationService",
         "vectorops.orchestrator.v1.ReindexControlService",
+        "vectorops.orchestrator.v1.TokenService",
     },
     ServiceName.INDEXER: {
         "vectorops.indexer.v1.SearchService",

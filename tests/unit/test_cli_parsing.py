@@ -56,7 +56,7 @@ def test_every_command_has_a_handler_function() -> None:
         "collections create", "collections list", "collections get", "collections update",
         "collections delete", "sources add", "sources remove", "reindex", "operations list",
         "operations get", "operations watch", "operations cancel", "search", "audit list",
-        "audit verify", "quota get", "quota set",
+        "audit verify", "quota get", "quota set", "token create", "token list", "token revoke",
     }  # fmt: skip
     for words, leaf in leaves.items():
         handler = leaf.get_default("handler")

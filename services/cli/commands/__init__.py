@@ -1,5 +1,14 @@
 """One module per noun; each ``register``s its sub-commands on the parser."""
 
-from cli.commands import audit, collections, operations, quota, reindex, search, sources
+from cli.commands import (
+    audit,
+    collections,
+    operations,
+    quota,
+    reindex,
+    search,
+    sources,
+    tokens,
+)
 
-NOUNS = (collections, sources, reindex, operations, search, audit, quota)
+NOUNS = (collections, sources, reindex, operations, search, audit, quota, tokens)

@@ -56,9 +56,15 @@ class QueryEmbeddings:
 
 
 class EmbedderClient:
-    def __init__(self, address: str, token: str | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._address = address
-        self._channel = service_channel(address)
+        self._channel = service_channel(address, credentials)
         self._stub = embedder_service_pb2_grpc.EmbedderServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

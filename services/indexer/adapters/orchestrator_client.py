@@ -88,9 +88,15 @@ class SwitchAnswer:
 
 
 class ReindexControlClient:
-    def __init__(self, address: str, token: str | None, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._address = address
-        self._channel = service_channel(address)
+        self._channel = service_channel(address, credentials)
         self._stub = control_grpc.ReindexControlServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

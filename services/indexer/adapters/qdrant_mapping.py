@@ -1,6 +1,6 @@
 """Our vector-store values in qdrant-client's models and back: collection config
 and info, payload indexes, points, filters, alias moves, and the server address.
-No I/O here.
+No I/O here. Also where a cluster puts a new collection (``Placement``).
 
 A collection's ``CollectionConfig`` also goes into its Qdrant ``metadata`` at
 creation and is read back from there first: qdrant-client's local mode keeps the
@@ -82,6 +82,35 @@ def quantization_config(config: CollectionConfig) -> models.ScalarQuantization |
             type=models.ScalarType.INT8, quantile=0.99, always_ram=True
         )
     )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a cluster spreads a new collection: shards, copies of each shard, and the
+    copies that must apply a write before it is acknowledged. ``None`` leaves the
+    server's default."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        copies = self.replication_factor or 1
+        if self.write_consistency_factor is not None and self.write_consistency_factor > copies:
+            # Qdrant would accept it and then refuse every write.
+            raise ValueError(
+                f"write consistency {self.write_consistency_factor} exceeds "
+                f"the {copies} copies of each shard"
+            )
+
+    def create_options(self) -> dict[str, int]:
+        """The ``create_collection`` arguments this placement sets."""
+        options = {
+            "shard_number": self.shard_number,
+            "replication_factor": self.replication_factor,
+            "write_consistency_factor": self.write_consistency_factor,
+        }
+        return {key: value for key, value in options.items() if value is not None}
 
 
 def config_metadata(config: CollectionConfig) -> dict[str, Any]:

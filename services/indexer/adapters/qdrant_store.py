@@ -29,6 +29,7 @@ from qdrant_client import AsyncQdrantClient, models
 from indexer.adapters.qdrant_errors import translate, translated
 from indexer.adapters.qdrant_mapping import (
     PAYLOAD_INDEXES,
+    Placement,
     alias_operations,
     collection_info_of,
     config_metadata,
@@ -78,10 +79,13 @@ class QdrantServerStore:
         indexing_threshold_kb: int | None = None,
         optimize_timeout_seconds: float = 1800.0,
         upsert_batch: int = UPSERT_BATCH,
+        placement: Placement | None = None,
     ) -> None:
         """``indexing_threshold_kb``: the collections' segment size above which the
-        server builds HNSW and quantized storage (None: the server's default)."""
+        server builds HNSW and quantized storage (None: the server's default).
+        ``placement``: shards and replicas of each collection created on a cluster."""
         self._client = client
+        self.placement = placement or Placement()
         self._indexing_threshold_kb = indexing_threshold_kb
         self._optimize_timeout_seconds = optimize_timeout_seconds
         self._upsert_batch = upsert_batch
@@ -366,6 +370,7 @@ class QdrantServerStore:
                     quantization_config=quantization_config(config),
                     optimizers_config=optimizers,
                     metadata=config_metadata(config),
+                    **self.placement.create_options(),
                 )
             )
         except Exception as error:

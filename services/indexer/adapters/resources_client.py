@@ -81,9 +81,15 @@ def _refusal(error: grpc.aio.AioRpcError, owner_id: str) -> Exception:
 
 
 class ResourcesClient:
-    def __init__(self, address: str, token: str | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._address = address
-        self._channel = service_channel(address)
+        self._channel = service_channel(address, credentials)
         self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

@@ -49,16 +49,22 @@ class _TraceStreamStream(grpc.aio.StreamStreamClientInterceptor):
         return await continuation(with_trace(client_call_details), request_iterator)
 
 
-def service_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=_CLIENT_OPTIONS,
-        interceptors=[
-            _TraceUnaryUnary(),
-            _TraceUnaryStream(),
-            _TraceStreamUnary(),
-            _TraceStreamStream(),
-        ],
+def service_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to another service: TLS with ``credentials``, else plaintext."""
+    interceptors = [
+        _TraceUnaryUnary(),
+        _TraceUnaryStream(),
+        _TraceStreamUnary(),
+        _TraceStreamStream(),
+    ]
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            address, options=_CLIENT_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address, credentials, options=_CLIENT_OPTIONS, interceptors=interceptors
     )
 
 

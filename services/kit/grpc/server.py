@@ -74,8 +74,10 @@ async def create_server(
     port: int,
     bindings: Sequence[ServiceBinding],
     authenticator: TokenAuthenticator,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
-    """Build and start a server on host:port (0 → a free port); health starts NOT_SERVING."""
+    """Build and start a server on host:port (0 → a free port); health starts NOT_SERVING.
+    With ``credentials`` it serves TLS only: no plaintext port is opened."""
     server = grpc.aio.server(
         interceptors=[
             TraceInterceptor(),
@@ -97,7 +99,11 @@ async def create_server(
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}")
     await server.start()

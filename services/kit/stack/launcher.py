@@ -25,9 +25,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kit.config import DEFAULT_GRPC_PORTS, DEFAULT_METRICS_PORTS, ENV_PREFIX, ServiceName
+from kit.grpc.tls import TlsFiles, channel_credentials
 from kit.stack.nats import NatsServer
 from kit.stack.postgres import EmbeddedPostgres
-from kit.stack.process import log_tail, spawn, stop
+from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 from kit.stack.tokens import DevTokens, ensure_dev_tokens
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class StackOptions:
     services: tuple[ServiceName, ...] = SERVICES  # a subset, for tests of one service
     # Directories that directory sources may name; None → ``<data_dir>/sources``.
     source_roots: tuple[Path, ...] | None = None
+    # Every service serves TLS with these (and the stack checks health over TLS).
+    tls: TlsFiles | None = None
 
     def roots(self) -> tuple[Path, ...]:
         if self.source_roots is not None:
@@ -183,6 +186,28 @@ class Stack:
         stop(proc, signal.SIGKILL, timeout=10)
         self.endpoints.pop(service, None)
 
+    def stop_service(self, service: ServiceName) -> None:
+        """Stop one service gracefully (SIGTERM: it drains and closes its files)."""
+        proc = self._procs.pop(service)
+        stop(proc, signal.SIGTERM, timeout=20)
+        self.endpoints.pop(service, None)
+
+    def kill_nats(self) -> None:
+        """SIGKILL the embedded nats-server (fault tests); ``start_nats`` brings it
+        back on the same port with the same JetStream store."""
+        self._embedded(self.nats, "nats-server").kill()
+
+    def start_nats(self) -> None:
+        self._embedded(self.nats, "nats-server").start()
+
+    def kill_postgres(self) -> None:
+        """SIGKILL the embedded Postgres and its backends (fault tests);
+        ``start_postgres`` runs crash recovery on the same data dir and DSN."""
+        self._embedded(self.postgres, "postgres").kill()
+
+    def start_postgres(self) -> None:
+        self._embedded(self.postgres, "postgres").start()
+
     def start_service(self, service: ServiceName) -> Endpoint:
         """(Re)start one service and wait until it serves. A restarted service
         binds its earlier port, so the others still find it."""
@@ -211,6 +236,12 @@ class Stack:
         return log_tail(self._log_path(service))
 
     # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _embedded(server: SupervisedServer | None, name: str) -> SupervisedServer:
+        if server is None:
+            raise StackError(f"{name} is not embedded in this stack (it was given by URL)")
+        return server
 
     def _log_path(self, service: ServiceName) -> Path:
         return self.options.data_dir / "logs" / f"{service.value}.log"
@@ -242,6 +273,11 @@ class Stack:
         }
         for peer, port in self._ports.items():
             env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = f"{options.host}:{port}"
+        if options.tls is not None:
+            env[f"{ENV_PREFIX}TLS_CERT_FILE"] = str(options.tls.cert_file)
+            env[f"{ENV_PREFIX}TLS_KEY_FILE"] = str(options.tls.key_file)
+            if options.tls.ca_file is not None:
+                env[f"{ENV_PREFIX}TLS_CA_FILE"] = str(options.tls.ca_file)
         env.update(options.extra_env)
         return env
 
@@ -277,7 +313,10 @@ class Stack:
                     pid=proc.pid,
                     log_path=self._log_path(service),
                 )
-                if health_status(endpoint.target) == health_pb2.HealthCheckResponse.SERVING:
+                status = health_status(
+                    endpoint.target, credentials=channel_credentials(self.options.tls)
+                )
+                if status == health_pb2.HealthCheckResponse.SERVING:
                     self.endpoints[service] = endpoint
                     self._ports[service] = endpoint.grpc_port
                     waiting.discard(service)
@@ -296,9 +335,20 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:
-    """The ``grpc.health.v1`` status of ``service`` at ``target`` (UNKNOWN when unreachable)."""
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str,
+    service: str = "",
+    timeout: float = 2.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
+    """The ``grpc.health.v1`` status of ``service`` at ``target`` (UNKNOWN when
+    unreachable); over TLS with ``credentials``."""
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

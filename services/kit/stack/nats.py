@@ -33,8 +33,10 @@ def find_nats_server() -> Path:
 class NatsServer(SupervisedServer):
     """nats-server with JetStream storing under ``store_dir`` (kept across runs).
 
-    ``port=0`` picks a free port (``-p -1``); ``monitor_port`` enables the HTTP
-    monitor (0: a free port). The log goes to ``<store_dir>/nats-server.log``.
+    ``port=0`` picks a free port (``-p -1``) at the first start; a later start
+    (after ``stop`` or ``kill``) binds that same port again, so clients reconnect
+    to the URL they know. ``monitor_port`` enables the HTTP monitor (0: a free
+    port). The log goes to ``<store_dir>/nats-server.log``.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class NatsServer(SupervisedServer):
         self._proc: subprocess.Popen[bytes] | None = None
         self._ports: dict[str, list[str]] = {}
         self._ports_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._bound_port: int | None = None  # the port of the first start, kept for restarts
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server; return once a client connection gets INFO with JetStream on."""
@@ -64,7 +67,7 @@ class NatsServer(SupervisedServer):
             "--addr",
             self.host,
             "--port",
-            str(self.port or -1),
+            str(self.port or self._bound_port or -1),
             "--jetstream",
             "--store_dir",
             str(self.store_dir),
@@ -82,12 +85,21 @@ class NatsServer(SupervisedServer):
         except BaseException:
             self.stop()
             raise
+        self._bound_port = int(self.url.rsplit(":", 1)[1])
         logger.info("nats-server ready (pid %d): %s", self._proc.pid, self.url)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (graceful: flushes JetStream), SIGKILL after ``timeout``."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (fault tests): JetStream recovers its store at
+        the next ``start``, which binds the same port."""
+        self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, sig: int, timeout: float) -> None:
         if self._proc is not None:
-            stop(self._proc, signal.SIGTERM, timeout)
+            stop(self._proc, sig, timeout)
             self._proc = None
         if self._ports_dir is not None:
             self._ports_dir.cleanup()

@@ -79,7 +79,8 @@ class EmbeddedPostgres(SupervisedServer):
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(run_as, timeout)
         _remove_stale_lock(self.data_dir / "postmaster.pid")
-        self._socket_dir = self._pick_socket_dir(run_as)
+        if self._socket_dir is None:  # kept across ``kill``: the DSN stays the same
+            self._socket_dir = self._pick_socket_dir(run_as)
         _remove_stale_lock(self._socket_dir / f".s.PGSQL.{self._port}.lock")
 
         argv = [
@@ -114,6 +115,15 @@ class EmbeddedPostgres(SupervisedServer):
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._socket_dir = None
         self._own_socket_dir = False
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its backends, as a crash would (fault tests).
+
+        The data dir and the socket dir stay: the next ``start`` runs crash
+        recovery on the same data and serves the same DSN."""
+        if self._proc is not None:
+            stop(self._proc, signal.SIGKILL, 10.0)
+            self._proc = None
 
     # -- connection info ---------------------------------------------------------
 

@@ -105,7 +105,7 @@ def log_tail(path: Path, size: int = 4000) -> str:
 
 
 class SupervisedServer:
-    """Base of a server we run as a supervised child: ``start``/``stop`` by the
+    """Base of a server we run as a supervised child: ``start``/``stop``/``kill`` by the
     subclass, the child in ``_proc``; a context manager, and the live child's pid."""
 
     _proc: subprocess.Popen[bytes] | None = None
@@ -114,6 +114,10 @@ class SupervisedServer:
         raise NotImplementedError
 
     def stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the data stays for the next ``start``."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:

@@ -96,8 +96,14 @@ def quantization_value(name: str) -> int:
 
 
 class ResourcesClient:
-    def __init__(self, address: str, token: str | None, timeout_seconds: float) -> None:
-        self._channel = service_channel(address)
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._channel = service_channel(address, credentials)
         self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

@@ -21,15 +21,22 @@ PAGE_SIZE = 1000  # the most one page may hold
 
 
 class IndexerUsageClient:
-    def __init__(self, address: str, token: str | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._address = address
+        self._credentials = credentials
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> usage_service_pb2_grpc.UsageServiceStub:
         if self._channel is None:
-            self._channel = service_channel(self._address)
+            self._channel = service_channel(self._address, self._credentials)
         return usage_service_pb2_grpc.UsageServiceStub(self._channel)
 
     async def collections(self, owner_id: str) -> list[CollectionUsage]:
