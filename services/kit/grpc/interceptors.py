@@ -269,7 +269,6 @@ class AuthInterceptor(_WrappingInterceptor):
 
     def _authenticate(self, context: grpc.aio.ServicerContext) -> contextvars.Token:
         metadata = dict(context.invocation_metadata() or ())
-        log.info("auth.header", authorization=metadata.get("authorization"))  # BROKEN ON PURPOSE
         principal = self._authenticator.authenticate(metadata.get("authorization"))
         bind_ids(principal=principal.id, request_id=metadata.get("x-request-id"))
         return _principal.set(principal)
