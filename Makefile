@@ -47,7 +47,7 @@ lint: $(STUBS)
 	$(VENV)/bin/ruff format --check services tests bench
 
 run: $(STUBS)
-	$(PY) -m kit.stack
+	$(PY) -m kit.stack $(if $(REPLICAS),--replicas "$(REPLICAS)")
 
 # The dashboards and alert rules are tested against a real Prometheus (and promtool):
 # Debian's package, installed when missing (as root, or through sudo).

@@ -77,6 +77,9 @@ class Client:
     stack: object
     token: str
     credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
+    # Spread calls over every replica of a service (round robin), as the services
+    # themselves do, so that losing one replica loses no call that can be retried.
+    balanced: bool = False
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -90,10 +93,15 @@ class Client:
 
     def _channel(self, service: ServiceName) -> grpc.Channel:
         target = self.stack.endpoints[service].target
+        options: list[tuple[str, str]] = []
+        if self.balanced:
+            ports = [e.grpc_port for e in self.stack.replica_endpoints(service)]
+            target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+            options.append(("grpc.lb_policy_name", "round_robin"))
         if self.credentials is None:
-            channel = grpc.insecure_channel(target)
+            channel = grpc.insecure_channel(target, options=options)
         else:
-            channel = grpc.secure_channel(target, self.credentials)
+            channel = grpc.secure_channel(target, self.credentials, options=options)
         self._channels.append(channel)
         return channel
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import grpc
 from grpc.aio import ClientCallDetails, Metadata
 
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from kit.tracing import TRACEPARENT, current_trace_id, traceparent
 
 _CLIENT_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
+    # An address may list several replicas (``ipv4:h:p1,h:p2``): spread the calls
+    # over those that answer, instead of pinning all of them to the first.
+    ("grpc.lb_policy_name", "round_robin"),
 )
 
 
@@ -50,22 +52,22 @@ class _TraceStreamStream(grpc.aio.StreamStreamClientInterceptor):
 
 
 def service_channel(
-    address: str, credentials: grpc.ChannelCredentials | None = None
+    address: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> grpc.aio.Channel:
-    """A channel to another service: TLS with ``credentials``, else plaintext."""
+    """A channel to another service: TLS with ``credentials``, else plaintext;
+    messages bounded as the servers bound them."""
     interceptors = [
         _TraceUnaryUnary(),
         _TraceUnaryStream(),
         _TraceStreamUnary(),
         _TraceStreamStream(),
     ]
+    options = _CLIENT_OPTIONS + message_size_options(max_message_bytes)
     if credentials is None:
-        return grpc.aio.insecure_channel(
-            address, options=_CLIENT_OPTIONS, interceptors=interceptors
-        )
-    return grpc.aio.secure_channel(
-        address, credentials, options=_CLIENT_OPTIONS, interceptors=interceptors
-    )
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def bearer(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -40,6 +40,13 @@ def _parse(argv: list[str]) -> StackOptions:
         default=[Path(p) for p in (_env("SOURCE_ROOTS") or "").split(":") if p] or None,
         help="a directory that directory sources may name (repeatable; default <data-dir>/sources)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=_replica_counts,
+        action="append",
+        default=[_replica_counts(_env("REPLICAS") or "")],
+        help="processes per service, e.g. embedder=2,orchestrator=2 (repeatable; default 1 each)",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     if args.ephemeral_ports:
@@ -50,17 +57,38 @@ def _parse(argv: list[str]) -> StackOptions:
         )
     options.postgres_dsn = args.postgres_dsn
     options.nats_url = args.nats_url
+    options.replicas = {service: n for counts in args.replicas for service, n in counts.items()}
     if args.source_root:
         options.source_roots = tuple(root.resolve() for root in args.source_root)
     return options
 
 
+def _replica_counts(text: str) -> dict[ServiceName, int]:
+    """``"embedder=2,indexer=2"`` → {EMBEDDER: 2, INDEXER: 2}."""
+    counts: dict[ServiceName, int] = {}
+    for item in text.replace(" ", ",").split(","):
+        if not item:
+            continue
+        name, _, number = item.partition("=")
+        try:
+            service, count = ServiceName(name.strip()), int(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected <service>=<count>, service one of "
+                f"{', '.join(s.value for s in ServiceName)}"
+            ) from None
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: a service runs at least 1 process")
+        counts[service] = count
+    return counts
+
+
 def _banner(stack: Stack) -> str:
     assert stack.tokens is not None
     lines = ["", "vectorops is up.", "", f"  {'service':<13} {'gRPC':<18} metrics"]
-    for endpoint in sorted(stack.endpoints.values(), key=lambda e: e.grpc_port):
-        service = endpoint.service
-        lines.append(f"  {service.value:<13} {endpoint.target:<18} {endpoint.metrics_url}")
+    for service in ServiceName:
+        for endpoint in stack.replica_endpoints(service):
+            lines.append(f"  {service.value:<13} {endpoint.target:<18} {endpoint.metrics_url}")
     first = stack.endpoints[ServiceName.ORCHESTRATOR].target
     lines += [
         "",
@@ -100,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             print(_banner(stack), flush=True)
         while not stopping.wait(1.0):
             died = stack.exited()
-            for service, status in died.items():
+            for instance, status in died.items():
                 print(
-                    f"{service.value} exited with code {status}:\n{stack.log_tail(service)}",
+                    f"{instance.name} exited with code {status}:\n{stack.log_tail(instance)}",
                     file=sys.stderr,
                     flush=True,
                 )

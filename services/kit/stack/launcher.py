@@ -57,6 +57,26 @@ SERVICES = (
 )
 
 
+# Replicas after the first listen this far above the configured port, one step per
+# replica (50052 → 50152, 50252), so fixed-port runs stay predictable.
+REPLICA_PORT_STEP = 100
+
+
+@dataclass(frozen=True, order=True)
+class Instance:
+    """One process of a service. Replica 0 is the service's first: it takes the
+    configured ports, and its log and ready file carry the bare service name."""
+
+    service: ServiceName
+    replica: int = 0
+
+    @property
+    def name(self) -> str:
+        if self.replica == 0:
+            return self.service.value
+        return f"{self.service.value}-{self.replica + 1}"
+
+
 @dataclass
 class StackOptions:
     data_dir: Path
@@ -77,6 +97,14 @@ class StackOptions:
     source_roots: tuple[Path, ...] | None = None
     # Every service serves TLS with these (and the stack checks health over TLS).
     tls: TlsFiles | None = None
+    # Processes per service (default 1). Replicas share Postgres and NATS; callers
+    # balance over all of a service's replicas (round robin). Several indexers need
+    # a vector store they can share (``VECTOROPS_INDEXER_QDRANT_URL``); several
+    # embedders share one Triton, which the stack starts when none is given.
+    replicas: Mapping[ServiceName, int] = field(default_factory=dict)
+
+    def instances(self, service: ServiceName) -> tuple[Instance, ...]:
+        return tuple(Instance(service, n) for n in range(self.replicas.get(service, 1)))
 
     def roots(self) -> tuple[Path, ...]:
         if self.source_roots is not None:
@@ -120,11 +148,15 @@ class Stack:
         self.postgres: EmbeddedPostgres | None = None
         self.nats: NatsServer | None = None
         self.tokens: DevTokens | None = None
-        self.endpoints: dict[ServiceName, Endpoint] = {}
-        self._procs: dict[ServiceName, subprocess.Popen[bytes]] = {}
-        # The port each service was first given: kept across restarts.
-        self._ports: dict[ServiceName, int] = {
-            service: port for service, port in options.grpc_ports.items() if port
+        self.triton: SupervisedServer | None = None  # shared by embedder replicas
+        self._serving: dict[Instance, Endpoint] = {}
+        self._procs: dict[Instance, subprocess.Popen[bytes]] = {}
+        # The port each instance was first given: kept across restarts.
+        self._ports: dict[Instance, int] = {
+            instance: port
+            for service in SERVICES
+            for instance in options.instances(service)
+            if (port := _replica_port(options.grpc_ports.get(service, 0), instance.replica))
         }
         self.postgres_dsn = options.postgres_dsn or ""
         self.nats_url = options.nats_url or ""
@@ -148,13 +180,20 @@ class Stack:
                 self.nats_url = self.nats.url
             for root in options.roots():
                 root.mkdir(parents=True, exist_ok=True)
-            for service in CALLED_BEFORE_STARTED:
-                if service in options.services and not self._ports.get(service):
-                    self._ports[service] = free_port(options.host)
+            self._check_replicas()
+            for instance in self._named_before_started():
+                self._ports.setdefault(instance, free_port(options.host))
+            if options.replicas.get(ServiceName.EMBEDDER, 1) > 1:
+                self._start_shared_triton()
             for wave in START_WAVES:
-                started = tuple(service for service in wave if service in options.services)
-                for service in started:
-                    self._spawn(service)
+                started = tuple(
+                    instance
+                    for service in wave
+                    if service in options.services
+                    for instance in options.instances(service)
+                )
+                for instance in started:
+                    self._spawn(instance)
                 self._wait_until_serving(started)
         except BaseException:
             self.stop()
@@ -163,9 +202,13 @@ class Stack:
     def stop(self) -> None:
         """Stop services (they drain), then NATS, then Postgres. Safe to call twice."""
         for service in reversed(SERVICES):
-            proc = self._procs.pop(service, None)
-            if proc is not None:
-                stop(proc, signal.SIGTERM, timeout=20)
+            for instance in reversed(self.options.instances(service)):
+                proc = self._procs.pop(instance, None)
+                if proc is not None:
+                    stop(proc, signal.SIGTERM, timeout=20)
+        if self.triton is not None:
+            self.triton.stop()
+            self.triton = None
         if self.nats is not None:
             self.nats.stop()
             self.nats = None
@@ -180,17 +223,26 @@ class Stack:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def kill(self, service: ServiceName) -> None:
-        """SIGKILL one service, as a crash would (for fault tests)."""
-        proc = self._procs.pop(service)
-        stop(proc, signal.SIGKILL, timeout=10)
-        self.endpoints.pop(service, None)
+    @property
+    def endpoints(self) -> dict[ServiceName, Endpoint]:
+        """Each serving service's first replica."""
+        return {i.service: e for i, e in self._serving.items() if i.replica == 0}
 
-    def stop_service(self, service: ServiceName) -> None:
-        """Stop one service gracefully (SIGTERM: it drains and closes its files)."""
-        proc = self._procs.pop(service)
-        stop(proc, signal.SIGTERM, timeout=20)
-        self.endpoints.pop(service, None)
+    def replica_endpoints(self, service: ServiceName) -> list[Endpoint]:
+        """Every serving replica of ``service``, first to last."""
+        return [e for i, e in sorted(self._serving.items()) if i.service is service]
+
+    def kill(self, service: ServiceName, replica: int = 0) -> None:
+        """SIGKILL one replica of a service, as a crash would (for fault tests)."""
+        instance = Instance(service, replica)
+        stop(self._procs.pop(instance), signal.SIGKILL, timeout=10)
+        self._serving.pop(instance, None)
+
+    def stop_service(self, service: ServiceName, replica: int = 0) -> None:
+        """Stop one replica gracefully (SIGTERM: it drains and closes its files)."""
+        instance = Instance(service, replica)
+        stop(self._procs.pop(instance), signal.SIGTERM, timeout=20)
+        self._serving.pop(instance, None)
 
     def kill_nats(self) -> None:
         """SIGKILL the embedded nats-server (fault tests); ``start_nats`` brings it
@@ -208,32 +260,36 @@ class Stack:
     def start_postgres(self) -> None:
         self._embedded(self.postgres, "postgres").start()
 
-    def start_service(self, service: ServiceName) -> Endpoint:
-        """(Re)start one service and wait until it serves. A restarted service
+    def start_service(self, service: ServiceName, replica: int = 0) -> Endpoint:
+        """(Re)start one replica and wait until it serves. A restarted replica
         binds its earlier port, so the others still find it."""
-        self._spawn(service)
-        self._wait_until_serving((service,))
-        return self.endpoints[service]
+        instance = Instance(service, replica)
+        self._spawn(instance)
+        self._wait_until_serving((instance,))
+        return self._serving[instance]
 
     def pids(self) -> dict[str, int]:
         """Every process of the stack, by name: for checks that nothing outlives it."""
-        found = {service.value: proc.pid for service, proc in self._procs.items()}
+        found = {instance.name: proc.pid for instance, proc in self._procs.items()}
+        if self.triton is not None and self.triton.pid is not None:
+            found["tritonserver"] = self.triton.pid
         if self.postgres is not None and self.postgres.pid is not None:
             found["postgres"] = self.postgres.pid
         if self.nats is not None and self.nats.pid is not None:
             found["nats-server"] = self.nats.pid
         return found
 
-    def exited(self) -> dict[ServiceName, int]:
-        """Services whose process has ended, with their exit codes."""
+    def exited(self) -> dict[Instance, int]:
+        """Service processes that have ended, with their exit codes."""
         return {
-            service: proc.returncode
-            for service, proc in self._procs.items()
+            instance: proc.returncode
+            for instance, proc in self._procs.items()
             if proc.poll() is not None
         }
 
-    def log_tail(self, service: ServiceName) -> str:
-        return log_tail(self._log_path(service))
+    def log_tail(self, service: ServiceName | Instance) -> str:
+        instance = service if isinstance(service, Instance) else Instance(service)
+        return log_tail(self._log_path(instance))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -243,27 +299,76 @@ class Stack:
             raise StackError(f"{name} is not embedded in this stack (it was given by URL)")
         return server
 
-    def _log_path(self, service: ServiceName) -> Path:
-        return self.options.data_dir / "logs" / f"{service.value}.log"
+    def _check_replicas(self) -> None:
+        indexers = self.options.replicas.get(ServiceName.INDEXER, 1)
+        if indexers > 1 and not self._setting("INDEXER_QDRANT_URL"):
+            raise StackError(
+                f"{indexers} indexers need a vector store they can share: "
+                f"set {ENV_PREFIX}INDEXER_QDRANT_URL (the embedded engine is one process's)"
+            )
 
-    def _ready_path(self, service: ServiceName) -> Path:
-        return self.options.data_dir / "run" / f"{service.value}.ready.json"
+    def _setting(self, name: str) -> str | None:
+        key = f"{ENV_PREFIX}{name}"
+        return self.options.extra_env.get(key) or os.environ.get(key)
 
-    def _service_env(self, service: ServiceName) -> dict[str, str]:
+    def _named_before_started(self) -> list[Instance]:
+        """Instances whose address a caller needs before they serve: the services an
+        earlier wave calls, and every replica of a replicated service (callers
+        balance over the whole list from the start)."""
+        return [
+            instance
+            for service in self.options.services
+            if service in CALLED_BEFORE_STARTED or self.options.replicas.get(service, 1) > 1
+            for instance in self.options.instances(service)
+        ]
+
+    def _start_shared_triton(self) -> None:
+        if self._setting("EMBEDDER_TRITON_URL"):
+            return
+        # The composition root may know every service's parts: one Triton serves
+        # all the embedders, so they share the model instead of loading it each.
+        from embedder.adapters.triton_host import TritonHost
+
+        self.triton = TritonHost(self.options.data_dir / "triton")
+        self.triton.start()
+
+    def _log_path(self, instance: Instance) -> Path:
+        return self.options.data_dir / "logs" / f"{instance.name}.log"
+
+    def _ready_path(self, instance: Instance) -> Path:
+        return self.options.data_dir / "run" / f"{instance.name}.ready.json"
+
+    def _address(self, service: ServiceName) -> str | None:
+        """Where callers find ``service``: one host:port, or all its replicas as a
+        gRPC ``ipv4:`` list for the callers' round-robin balancing."""
+        host = self.options.host
+        ports = [
+            port for instance, port in sorted(self._ports.items()) if instance.service is service
+        ]
+        if not ports:
+            return None
+        if len(ports) == 1:
+            return f"{host}:{ports[0]}"
+        return "ipv4:" + ",".join(f"{host}:{port}" for port in ports)
+
+    def _service_env(self, instance: Instance) -> dict[str, str]:
         assert self.tokens is not None
         options = self.options
+        service = instance.service
+        grpc_port = self._ports.get(instance, 0)
+        metrics_port = _replica_port(options.metrics_ports.get(service, 0), instance.replica)
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
             f"{ENV_PREFIX}GRPC_HOST": options.host,
-            f"{ENV_PREFIX}GRPC_PORT": str(self._ports.get(service, options.grpc_ports[service])),
+            f"{ENV_PREFIX}GRPC_PORT": str(grpc_port),
             f"{ENV_PREFIX}METRICS_HOST": options.host,
-            f"{ENV_PREFIX}METRICS_PORT": str(options.metrics_ports[service]),
+            f"{ENV_PREFIX}METRICS_PORT": str(metrics_port),
             f"{ENV_PREFIX}POSTGRES_DSN": self.postgres_dsn,
             f"{ENV_PREFIX}NATS_URL": self.nats_url,
             f"{ENV_PREFIX}AUTH_TOKENS_FILE": str(self.tokens.hashes_file),
-            f"{ENV_PREFIX}READY_FILE": str(self._ready_path(service)),
+            f"{ENV_PREFIX}READY_FILE": str(self._ready_path(instance)),
             f"{ENV_PREFIX}SERVICE_TOKEN": self.tokens.clear["service"],
             f"{ENV_PREFIX}SOURCE_ROOTS": json.dumps([str(root) for root in options.roots()]),
             # The embedded vector store's files live with the rest of the stack's data.
@@ -271,8 +376,11 @@ class Stack:
             # The resources service refuses work while that disk runs out of room.
             f"{ENV_PREFIX}RESOURCES_HEADROOM_PATH": str(options.data_dir / "indexer"),
         }
-        for peer, port in self._ports.items():
-            env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = f"{options.host}:{port}"
+        for peer in SERVICES:
+            if (address := self._address(peer)) is not None:
+                env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = address
+        if self.triton is not None:
+            env[f"{ENV_PREFIX}EMBEDDER_TRITON_URL"] = self.triton.url
         if options.tls is not None:
             env[f"{ENV_PREFIX}TLS_CERT_FILE"] = str(options.tls.cert_file)
             env[f"{ENV_PREFIX}TLS_KEY_FILE"] = str(options.tls.key_file)
@@ -281,50 +389,55 @@ class Stack:
         env.update(options.extra_env)
         return env
 
-    def _spawn(self, service: ServiceName) -> None:
-        ready = self._ready_path(service)
+    def _spawn(self, instance: Instance) -> None:
+        ready = self._ready_path(instance)
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        self._procs[service] = spawn(
-            [sys.executable, "-m", service.value],
-            log_path=self._log_path(service),
-            env=self._service_env(service),
+        self._procs[instance] = spawn(
+            [sys.executable, "-m", instance.service.value],
+            log_path=self._log_path(instance),
+            env=self._service_env(instance),
         )
 
-    def _wait_until_serving(self, services: tuple[ServiceName, ...]) -> None:
+    def _wait_until_serving(self, instances: tuple[Instance, ...]) -> None:
         deadline = time.monotonic() + self.options.start_timeout
-        waiting = set(services)
+        waiting = set(instances)
         while waiting:
-            for service in sorted(waiting):
-                proc = self._procs[service]
+            for instance in sorted(waiting):
+                proc = self._procs[instance]
                 if proc.poll() is not None:
                     raise StackError(
-                        f"{service.value} exited with code {proc.returncode} while starting:\n"
-                        f"{self.log_tail(service)}"
+                        f"{instance.name} exited with code {proc.returncode} while starting:\n"
+                        f"{self.log_tail(instance)}"
                     )
-                ready = self._ready_path(service)
+                ready = self._ready_path(instance)
                 if not ready.exists():
                     continue
                 report = json.loads(ready.read_text())
                 endpoint = Endpoint(
-                    service=service,
+                    service=instance.service,
                     grpc_port=report["grpc_port"],
                     metrics_port=report["metrics_port"],
                     pid=proc.pid,
-                    log_path=self._log_path(service),
+                    log_path=self._log_path(instance),
                 )
                 status = health_status(
                     endpoint.target, credentials=channel_credentials(self.options.tls)
                 )
                 if status == health_pb2.HealthCheckResponse.SERVING:
-                    self.endpoints[service] = endpoint
-                    self._ports[service] = endpoint.grpc_port
-                    waiting.discard(service)
+                    self._serving[instance] = endpoint
+                    self._ports[instance] = endpoint.grpc_port
+                    waiting.discard(instance)
             if waiting and time.monotonic() > deadline:
-                names = ", ".join(sorted(s.value for s in waiting))
+                names = ", ".join(sorted(i.name for i in waiting))
                 raise StackError(f"not SERVING after {self.options.start_timeout:.0f} s: {names}")
             if waiting:
                 time.sleep(0.2)
+
+
+def _replica_port(base: int, replica: int) -> int:
+    """The configured port of a replica; 0 (any free port) stays 0."""
+    return base + REPLICA_PORT_STEP * replica if base else 0
 
 
 def free_port(host: str) -> int:
