@@ -103,6 +103,16 @@ def stack(infra_dir: Path, postgres, nats_server, triton_host) -> Iterator[objec
     running.stop()
     # A service that died mid-session fails many tests at once; say which and why.
     assert not died, "\n".join(
-        f"{service.value} exited with {code}:\n{running.log_tail(service)}"
-        for service, code in died.items()
+        f"{instance.name} exited with {code}:\n{running.log_tail(instance)}"
+        for instance, code in died.items()
     )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the tables tests filled (``terminal_tables``), e.g. the fault matrix."""
+    from terminal_tables import TABLES, render
+
+    for title, rows in TABLES.items():
+        terminalreporter.write_sep("=", title)
+        for line in render(rows):
+            terminalreporter.write_line(line)

