@@ -12,12 +12,13 @@ STUBS := services/vectorops/.generated
 PROTOS := $(shell find protos/vectorops -name '*.proto')
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test proto lint-proto lint prometheus bench clean help
+.PHONY: run test soak proto lint-proto lint prometheus bench clean help
 
 help:
 	@echo "make run    start Postgres, NATS and the five services (Ctrl-C stops all)"
 	@echo "make test   buf lint + unit and integration tests on a real stack"
 	@echo "make proto  generate the Python gRPC stubs into services/vectorops"
+	@echo "make soak   the full fault matrix: every component SIGKILLed at every checkpoint"
 	@echo "make bench  benchmarks (embedder throughput; end-to-end indexing against the embedder alone)"
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -60,10 +61,15 @@ prometheus:
 test: $(STUBS) lint-proto lint prometheus
 	$(PY) -m pytest -q
 
+# The fault matrix's full cross product (make test runs a rotation of it).
+soak: $(STUBS)
+	VECTOROPS_FAULT_MATRIX=full $(PY) -m pytest -q tests/e2e/test_fault_matrix.py
+
 bench: $(STUBS)
 	$(PY) bench/embedder_throughput.py
 	$(PY) bench/indexing_throughput.py
 	$(PY) bench/reindex_latency.py
+	$(PY) bench/embedder_replicas.py
 
 clean:
 	rm -rf $(VENV) node_modules services/vectorops
