@@ -6,7 +6,9 @@ of it: a switch answered by the orchestrator but not yet applied to the copy
 (this process died in between) is applied now, like the switch step would;
 otherwise the copy's physical collection is the target. An alias that is
 missing or points elsewhere is set, if that physical collection exists; each
-repair is logged and counted. A correct alias is left alone.
+repair is logged and counted. A correct alias is left alone. Other indexer
+replicas may run meanwhile: a repair is made under the copy's row lock and
+only while the copy is still what was read (``ReindexSwitches.while_current``).
 """
 
 from __future__ import annotations
@@ -80,7 +82,17 @@ class AliasReconciler:
                     physical_collection=target,
                 )
                 return None
-            await self._store.set_alias(copy.alias_name, target)
+
+            async def repair() -> bool:
+                await self._store.set_alias(copy.alias_name, target)
+                return True
+
+            # Under the copy's row lock, and only while the copy is still what was
+            # read: another indexer replica may have switched it or begun deleting
+            # it meanwhile, and its alias must not be moved back.
+            if not await self._switches.while_current(copy, repair):
+                log.info("alias.repair_overtaken", collection_id=copy.collection_id)
+                return None
             ALIAS_MOVES.labels("repair").inc()
         if was == target:
             return None

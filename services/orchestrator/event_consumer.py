@@ -1,9 +1,10 @@
 """The worker's operation events, applied to the operations they name.
 
 The durable consumer ``orchestrator-events`` reads ``vo.evt.op.>`` and
-``vo.evt.progress`` from VO_EVENTS one message at a time, so the events of an
-operation apply in the order the indexer published them. Each message becomes
-one ``OrchestratorRepository.apply`` (a transaction); the consumer acks only
+``vo.evt.progress`` from VO_EVENTS one message at a time across all replicas
+(``max_ack_pending=1``), so the events of an operation apply in the order the
+indexer published them. Each message becomes one
+``OrchestratorRepository.apply`` (a transaction); the consumer acks only
 after it committed, so a crash or a shutdown in between redelivers the message
 and the idempotent transition makes the repeat harmless.
 
@@ -53,13 +54,22 @@ Clock = Callable[[], datetime]
 def events_consumer(durable: str = EVENTS_DURABLE) -> ConsumerSpec:
     """The consumer's spec. Generous redelivery: a message that runs out of
     deliveries while Postgres is down is a lost step (the reaper then fails the
-    operation), so retries span several minutes of outage."""
+    operation), so retries span several minutes of outage.
+
+    Replica-safe: every orchestrator replica pulls from this one durable, and
+    ``max_ack_pending=1`` makes the server hand out the next event only once the
+    last one is settled, whichever replica holds it. A replica's own
+    ``concurrency=1`` alone would let two replicas apply an operation's
+    consecutive steps at once, and the later one would be refused as out of
+    order. The price: a message held by a dead replica (until its ack wait) or
+    waiting out a retry delay holds back the events behind it, as it must."""
     return ConsumerSpec(
         EVENTS.name,
         durable,
         (OPERATION_EVENTS_FILTER, PROGRESS),
         max_deliver=10,
         retry_delays_seconds=(1, 5, 15, 30, 60),
+        max_ack_pending=1,
     )
 
 

@@ -384,3 +384,59 @@ async def test_chain_monitor_reports_a_tampered_row_on_its_gauge(bus, pool, stre
         await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
     assert await monitor.check_once()  # the row restored from a backup
     assert _gauge("vectorops_audit_chain_broken") == 0
+
+
+async def test_two_sinks_appending_at_once_keep_one_chain_with_every_event_once(
+    bus, pool, stream, client, database, nats_server
+) -> None:
+    """Two audit replicas (each its own pool and NATS connection) share the durable
+    consumer: the chain head's row lock serialises their appends, so neither
+    conflicts with the other (nothing is retried), and a repeated event id is
+    stored once whichever replica meets it second."""
+    other_pool = await asyncpg.create_pool(
+        database, min_size=1, max_size=8, server_settings={"search_path": SCHEMA}
+    )
+    other_bus = await JetStream.connect(nats_server.url, name="audit-test-replica")
+    spec = consumer_spec(stream.name, f"sink-{stream.name}", stream.subjects[0])
+    published = [await _publish(bus, stream, _record("source.add", {"n": n})) for n in range(60)]
+    for envelope in published[::6]:  # past the server's dedup: redeliveries to absorb
+        again = stream.subjects[0][:-1] + "again"
+        await bus.publish(again, envelope.SerializeToString(), msg_id=f"2-{envelope.event_id}")
+    stored = [0, 0]
+    stop = asyncio.Event()
+
+    def replica(index: int, replica_bus: JetStream, replica_pool: asyncpg.Pool):
+        sink = AuditSink(AuditRepository(replica_pool, SCHEMA))
+
+        async def handle(delivery) -> None:
+            await sink.handle(delivery)
+            stored[index] += 1
+
+        # As audit.server runs it: one message at a time per replica.
+        return replica_bus.consume(spec, handle, fetch_timeout=0.2, stop=stop)
+
+    tasks = [
+        asyncio.create_task(replica(0, bus, pool)),
+        asyncio.create_task(replica(1, other_bus, other_pool)),
+    ]
+    try:
+        await _wait_rows(pool, len(published))
+        deadline = time.monotonic() + 10
+        info = await bus.js.consumer_info(stream.name, spec.durable)
+        while info.num_ack_pending or info.num_pending:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+            info = await bus.js.consumer_info(stream.name, spec.durable)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+        await other_bus.close()
+        await other_pool.close()
+
+    assert stored[0] > 0 and stored[1] > 0, f"one replica did all: {stored}"
+    assert info.num_redelivered == 0  # no append conflicted with the other replica's
+    rows = await pool.fetch("SELECT sequence, event_id FROM audit_events ORDER BY sequence")
+    assert [r["sequence"] for r in rows] == list(range(1, len(published) + 1))
+    assert sorted(str(r["event_id"]) for r in rows) == sorted(e.event_id for e in published)
+    report = await client("VerifyChain", audit_service_pb2.VerifyChainRequest())
+    assert report.ok and report.events_checked == len(published)

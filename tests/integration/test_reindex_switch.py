@@ -40,7 +40,7 @@ from indexer.adapters.edge_store import EdgeVectorStore
 from indexer.adapters.operation_journal import OperationJournal
 from indexer.adapters.orchestrator_client import ReindexControlClient
 from indexer.adapters.reindex_repository import ReindexRepository
-from indexer.adapters.reindex_switches import ReindexSwitches
+from indexer.adapters.reindex_switches import CopyChange, ReindexSwitches, SwitchTarget
 from indexer.adapters.vector_store import VectorPoint
 from indexer.cancellations import Cancellations
 from indexer.cleanup import CleanupLoop
@@ -798,6 +798,59 @@ async def test_the_reconciler_repairs_wrong_and_missing_aliases_and_leaves_the_r
     assert (copy.generation, copy.physical_collection, copy.config) == (2, new_physical, NEW_CONFIG)
     # Run again: nothing left to repair.
     assert await AliasReconciler(indexer.switches, indexer.switcher, store).reconcile() == []
+
+
+class ReadThenWait(ReindexSwitches):
+    """A starting replica's reconciler: it reads the copies, then waits until
+    another replica has acted, then repairs from what it read."""
+
+    def __init__(self, pool: asyncpg.Pool, read: asyncio.Event, go: asyncio.Event) -> None:
+        super().__init__(pool, SCHEMA)
+        self._read, self._go = read, go
+
+    async def live_copies(self):
+        copies = await super().live_copies()
+        self._read.set()
+        await self._go.wait()
+        return copies
+
+
+async def test_a_starting_replica_does_not_move_back_an_alias_another_just_switched(
+    indexer: Indexer, database: str
+) -> None:
+    """Two indexers on one Qdrant: one applies a CollectionSwitched (no answer of
+    its own recorded) while the other's start-up reconciler holds an older
+    reading of the copy; the alias stays on the new collection."""
+    record = await live_copy(indexer)
+    await indexer.store.set_alias(record.alias_name, record.physical_collection)
+    new_physical = await physical(indexer.store, f"{record.physical_collection}_staging_{STAMP}")
+    other_pool = await asyncpg.create_pool(database, min_size=1, max_size=4)
+    read, go = asyncio.Event(), asyncio.Event()
+    starting = ReadThenWait(other_pool, read, go)
+    reconciler = AliasReconciler(
+        starting, CollectionSwitcher(starting, indexer.store), indexer.store
+    )
+    try:
+        reconciling = asyncio.create_task(reconciler.reconcile())
+        await asyncio.wait_for(read.wait(), 10)
+        applied = await indexer.switcher.apply(
+            SwitchTarget(
+                collection_id=record.collection_id,
+                operation_id=str(uuid.uuid4()),
+                generation=2,
+                alias_name=record.alias_name,
+                physical_collection=new_physical,
+                config=NEW_CONFIG,
+            ),
+            why="event",
+        )
+        assert applied.change is CopyChange.SWITCHED
+        go.set()
+        repairs = await asyncio.wait_for(reconciling, 10)
+    finally:
+        await other_pool.close()
+    assert repairs == []
+    assert await indexer.store.get_alias(record.alias_name) == new_physical
 
 
 # --- the cleanup loop ----------------------------------------------------------------------

@@ -617,3 +617,58 @@ def test_the_stack_serves_get_quota_with_the_admin_token(stack) -> None:
         timeout=30,
     )
     assert refused.returncode != 0 and "Unauthenticated" in refused.stderr
+
+
+async def test_two_replicas_sharing_the_usage_consumer_apply_each_delta_once(
+    resources: Resources, database: str, nats_server
+) -> None:
+    """Two resources replicas (each its own pool and NATS connection) pull from
+    one durable; every event arrives twice back to back, so the copies meet in
+    both replicas at once: the processed-event row, inserted in the delta's
+    transaction, lets exactly one of them count it."""
+    buses = [await JetStream.connect(nats_server.url, name=f"resources-{i}") for i in range(2)]
+    await buses[0].ensure_streams([USAGE])
+    other_pool = await connect_pool(database, SCHEMA, min_size=1, max_size=4)
+    repositories = [resources.repository, ResourcesRepository(other_pool, SCHEMA, default_quota)]
+    spec = dataclasses.replace(USAGE_CONSUMER, durable=f"resources-usage-{uuid.uuid4().hex[:8]}")
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    handled = [0, 0]
+    for n in range(30):
+        envelope = new_envelope(
+            usage_pb2.UsageDelta(owner_id=owner, collection_id="col-a", vectors_delta=1),
+            producer="test",
+        )
+        for copy in ("a", "b"):  # a new msg id: past the server's dedup
+            data = envelope.SerializeToString()
+            ack = await buses[0].publish(USAGE_DELTA, data, msg_id=f"{owner}-{n}-{copy}")
+    stop = asyncio.Event()
+
+    def replica(index: int):
+        consumer = UsageConsumer(repositories[index])
+
+        async def handle(delivery) -> None:
+            await consumer.handle(delivery)
+            handled[index] += 1
+
+        return buses[index].consume(spec, handle, fetch_timeout=0.2, stop=stop)
+
+    tasks = [asyncio.create_task(replica(i)) for i in range(2)]
+    try:
+        # The stream is shared with other tests: wait until everything up to our
+        # last event is settled, whoever it belonged to.
+        async def all_settled() -> bool:
+            info = await buses[0].js.consumer_info(USAGE.name, spec.durable)
+            return info.ack_floor.stream_seq >= ack.seq and info.num_ack_pending == 0
+
+        await poll(all_settled)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for bus in buses:
+            await bus.close()
+        await other_pool.close()
+    assert handled[0] > 0 and handled[1] > 0, f"one replica did all: {handled}"
+    request = api.GetUsageRequest(owner_id=owner, include_collections=True)
+    usage = (await resources.call("GetUsage", request, "admin")).usage
+    assert usage.vectors == 30
+    assert [(c.collection_id, c.vectors) for c in usage.collection_usage] == [("col-a", 30)]

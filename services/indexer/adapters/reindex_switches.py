@@ -185,6 +185,35 @@ class ReindexSwitches:
             for row in rows
         ]
 
+    async def while_current(self, copy: LiveCopy, action: Callable[[], Awaitable[bool]]) -> bool:
+        """Run ``action`` under the copy's row lock if the copy is still what
+        ``copy`` read (same generation and physical collection) and no DELETE
+        has begun on it; False without running it otherwise.
+
+        Replica-safe: the reconciler of a starting indexer reads its copies
+        before it repairs, while another indexer may switch one (``apply``
+        holds the same lock) or start deleting it; a repair from that old
+        reading would point the alias back at the retired collection."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""SELECT generation, physical_collection FROM {self._s}.collections
+                    WHERE collection_id = $1 FOR UPDATE""",
+                uuid.UUID(copy.collection_id),
+            )
+            if row is None or (row["generation"], row["physical_collection"]) != (
+                copy.generation,
+                copy.physical_collection,
+            ):
+                return False
+            deleting = await conn.fetchval(
+                f"""SELECT EXISTS (SELECT 1 FROM {self._s}.operation_runs
+                    WHERE collection_id = $1 AND operation_type = 'DELETE')""",
+                uuid.UUID(copy.collection_id),
+            )
+            if deleting:
+                return False
+            return await action()
+
     # --- the switch of the indexer's own state ---------------------------------------
 
     async def apply(
