@@ -1,7 +1,9 @@
-"""The vector-store contract, run against both adapters: the embedded store on
-Qdrant's real engine (qdrant-edge, in temp dirs) and the Qdrant server store through
+"""The vector-store contract, run against every adapter: the embedded store on
+Qdrant's real engine (qdrant-edge, in temp dirs); the Qdrant server store through
 qdrant-client's local mode (the client's own in-process implementation of the
-server API; no Qdrant server binary is available here).
+server API; no Qdrant server binary is available here); and the Qdrant server store
+over gRPC to the embedded stack's shared store (``python -m vectorstore``, Qdrant's
+gRPC API over the same engine, a child process per test on port 0).
 
 Every test of the contract takes the ``store`` (or ``backend``) fixture and runs
 once per adapter. Local mode is a brute-force scan over numpy arrays: it keeps no
@@ -41,6 +43,7 @@ from indexer.adapters.vector_store import (
     VectorStoreUnavailable,
 )
 from indexer.config import IndexerSettings
+from kit.stack.vectorstore import VectorStoreServer
 
 # Local mode warns once that payload indexes do nothing there; that is known.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -60,16 +63,26 @@ class Backend:
     """Local mode never builds HNSW: its indexed_vectors_count stays 0."""
 
 
-@pytest.fixture(params=["edge", "qdrant-local"])
+@pytest.fixture(params=["edge", "qdrant-local", "qdrant-server"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """An adapter; every store opened through it is closed after the test."""
+    """An adapter; every store opened through it is closed after the test (and the
+    vectorstore server behind the qdrant-server ones stopped)."""
     opened: list[VectorStore] = []
+    server: VectorStoreServer | None = None
 
     def open_store(*, indexing_threshold_kb: int | None = None) -> VectorStore:
         store: VectorStore
+        nonlocal server
         if request.param == "edge":
             store = EdgeVectorStore(
                 tmp_path / f"vectors-{len(opened)}", indexing_threshold_kb=indexing_threshold_kb
+            )
+        elif request.param == "qdrant-server":
+            if server is None:
+                server = VectorStoreServer(tmp_path / "vectorstore")
+                server.start()
+            store = QdrantServerStore.connect(
+                server.url, indexing_threshold_kb=indexing_threshold_kb
             )
         else:
             store = QdrantServerStore(
@@ -78,10 +91,13 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         opened.append(store)
         return store
 
-    is_edge = request.param == "edge"
-    yield Backend(request.param, open_store, shows_payload_indexes=is_edge, builds_indexes=is_edge)
+    # Local mode keeps no indexes; the engine (embedded or behind the server) does.
+    engine = request.param != "qdrant-local"
+    yield Backend(request.param, open_store, shows_payload_indexes=engine, builds_indexes=engine)
     for store in opened:
         await store.close()
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture

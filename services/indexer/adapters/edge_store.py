@@ -56,6 +56,20 @@ _CONFIG_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _ALIASES_FILE = "aliases.json"
 
+_PAYLOAD_SCHEMAS = {
+    str(kind).rsplit(".", 1)[-1].lower(): kind
+    for kind in (
+        qe.PayloadSchemaType.Keyword,
+        qe.PayloadSchemaType.Integer,
+        qe.PayloadSchemaType.Float,
+        qe.PayloadSchemaType.Bool,
+        qe.PayloadSchemaType.Uuid,
+        qe.PayloadSchemaType.Datetime,
+        qe.PayloadSchemaType.Text,
+        qe.PayloadSchemaType.Geo,
+    )
+}
+
 _DISTANCES = {
     Distance.COSINE: qe.Distance.Cosine,
     Distance.DOT: qe.Distance.Dot,
@@ -201,9 +215,15 @@ class EdgeVectorStore:
         quantization: Quantization = Quantization.FLOAT32,
         *,
         system: bool = False,
+        indexing_threshold_kb: int | None = None,
     ) -> bool:
+        """``indexing_threshold_kb``: this collection's, instead of the store's (a
+        Qdrant server takes it per collection; ``vectorstore`` passes it on)."""
         config = collection_config_for(name, dimension, distance, quantization, system=system)
-        return await asyncio.to_thread(self._create_sync, name, config)
+        threshold = (
+            self._indexing_threshold_kb if indexing_threshold_kb is None else indexing_threshold_kb
+        )
+        return await asyncio.to_thread(self._create_sync, name, config, threshold)
 
     async def delete_collection(self, name: str, *, system: bool = False) -> bool:
         validate_name(name, allow_system=True)
@@ -234,6 +254,27 @@ class EdgeVectorStore:
     async def optimize(self, name: str) -> CollectionInfo:
         collection = await self._get(name)
         return await asyncio.to_thread(self._optimize_sync, collection)
+
+    async def create_payload_index(self, name: str, field_name: str, kind: str) -> None:
+        """Index payload ``field_name`` as ``kind`` (a ``qdrant_edge.PayloadSchemaType``
+        name: keyword, integer, float, bool, uuid, datetime, text, geo)."""
+        schema = _PAYLOAD_SCHEMAS.get(kind.lower())
+        if schema is None:
+            raise InvalidVectorStoreArgument(
+                f"unknown payload index type {kind!r}", metadata={"field": "kind"}
+            )
+        collection = await self._get(name)
+        operation = qe.UpdateOperation.create_field_index(field_name, schema)
+        await asyncio.to_thread(self._write_sync, collection, operation)
+
+    async def payload_schema(self, name: str) -> dict[str, tuple[str, int]]:
+        """Indexed payload fields → (type in lower case, points indexed)."""
+        collection = await self._get(name)
+        info = await asyncio.to_thread(self._call, collection, lambda shard: shard.info())
+        return {
+            field_name: (str(index.data_type).rsplit(".", 1)[-1].lower(), int(index.points))
+            for field_name, index in info.payload_schema.items()
+        }
 
     # -- points -----------------------------------------------------------------
 
@@ -366,7 +407,9 @@ class EdgeVectorStore:
             self._open = {**self._open, name: collection}
             return collection
 
-    def _create_sync(self, name: str, config: CollectionConfig) -> bool:
+    def _create_sync(
+        self, name: str, config: CollectionConfig, indexing_threshold_kb: int | None
+    ) -> bool:
         with self._lock:
             if name in self._aliases:
                 raise VectorCollectionConflict(
@@ -384,7 +427,7 @@ class EdgeVectorStore:
                 return False
             staging = self._collections_dir / f".tmp-{name}-{uuid.uuid4().hex}"
             try:
-                self._build_sync(staging, config)
+                self._build_sync(staging, config, indexing_threshold_kb)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
@@ -393,9 +436,11 @@ class EdgeVectorStore:
             self._open_sync(name)
             return True
 
-    def _build_sync(self, staging: Path, config: CollectionConfig) -> None:
+    def _build_sync(
+        self, staging: Path, config: CollectionConfig, indexing_threshold_kb: int | None
+    ) -> None:
         shard = qe.EdgeShard.create(
-            str(staging / _SHARD_DIR), _edge_config(config, self._indexing_threshold_kb)
+            str(staging / _SHARD_DIR), _edge_config(config, indexing_threshold_kb)
         )
         try:
             for field_name in INDEXED_PAYLOAD_FIELDS:
@@ -441,6 +486,11 @@ class EdgeVectorStore:
                 batch = edge_points[start : start + UPSERT_BATCH]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
         return len(edge_points)
+
+    @staticmethod
+    def _write_sync(collection: _Collection, operation: qe.UpdateOperation) -> None:
+        with collection.use() as shard, collection.write_lock:
+            shard.update(operation)
 
     def _delete_points_sync(self, collection: _Collection, edge_filter: qe.Filter) -> int:
         with collection.use() as shard, collection.write_lock:

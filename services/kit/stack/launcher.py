@@ -30,6 +30,7 @@ from kit.stack.nats import NatsServer
 from kit.stack.postgres import EmbeddedPostgres
 from kit.stack.process import SupervisedServer, log_tail, spawn, stop
 from kit.stack.tokens import DevTokens, ensure_dev_tokens
+from kit.stack.vectorstore import VectorStoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,15 @@ class StackOptions:
     # Every service serves TLS with these (and the stack checks health over TLS).
     tls: TlsFiles | None = None
     # Processes per service (default 1). Replicas share Postgres and NATS; callers
-    # balance over all of a service's replicas (round robin). Several indexers need
-    # a vector store they can share (``VECTOROPS_INDEXER_QDRANT_URL``); several
-    # embedders share one Triton, which the stack starts when none is given.
+    # balance over all of a service's replicas (round robin). Several indexers share
+    # one vector store (``VECTOROPS_INDEXER_QDRANT_URL``, else the stack starts the
+    # shared one below); several embedders share one Triton (the stack starts it
+    # when none is given).
     replicas: Mapping[ServiceName, int] = field(default_factory=dict)
+    # One vector store for every indexer (``python -m vectorstore``: Qdrant's gRPC API
+    # over the embedded engine), instead of each indexer's own embedded one; implied
+    # by several indexers without a Qdrant server.
+    shared_vector_store: bool = False
 
     def instances(self, service: ServiceName) -> tuple[Instance, ...]:
         return tuple(Instance(service, n) for n in range(self.replicas.get(service, 1)))
@@ -149,6 +155,7 @@ class Stack:
         self.nats: NatsServer | None = None
         self.tokens: DevTokens | None = None
         self.triton: SupervisedServer | None = None  # shared by embedder replicas
+        self.vector_store: VectorStoreServer | None = None  # shared by indexer replicas
         self._serving: dict[Instance, Endpoint] = {}
         self._procs: dict[Instance, subprocess.Popen[bytes]] = {}
         # The port each instance was first given: kept across restarts.
@@ -178,9 +185,15 @@ class Stack:
                 self.nats = NatsServer(options.data_dir / "nats", port=options.nats_port)
                 self.nats.start()
                 self.nats_url = self.nats.url
+            if self._wants_shared_vector_store():
+                self.vector_store = VectorStoreServer(
+                    options.data_dir / "vectorstore",
+                    host=options.host,
+                    log_path=options.data_dir / "logs" / "vectorstore.log",
+                )
+                self.vector_store.start()
             for root in options.roots():
                 root.mkdir(parents=True, exist_ok=True)
-            self._check_replicas()
             for instance in self._named_before_started():
                 self._ports.setdefault(instance, free_port(options.host))
             if options.replicas.get(ServiceName.EMBEDDER, 1) > 1:
@@ -209,6 +222,9 @@ class Stack:
         if self.triton is not None:
             self.triton.stop()
             self.triton = None
+        if self.vector_store is not None:
+            self.vector_store.stop()
+            self.vector_store = None
         if self.nats is not None:
             self.nats.stop()
             self.nats = None
@@ -260,6 +276,14 @@ class Stack:
     def start_postgres(self) -> None:
         self._embedded(self.postgres, "postgres").start()
 
+    def kill_vector_store(self) -> None:
+        """SIGKILL the shared vector store (fault tests); ``start_vector_store`` brings
+        it back on the same port, its engine replaying the WAL."""
+        self._embedded(self.vector_store, "the shared vector store").kill()
+
+    def start_vector_store(self) -> None:
+        self._embedded(self.vector_store, "the shared vector store").start()
+
     def start_service(self, service: ServiceName, replica: int = 0) -> Endpoint:
         """(Re)start one replica and wait until it serves. A restarted replica
         binds its earlier port, so the others still find it."""
@@ -277,6 +301,8 @@ class Stack:
             found["postgres"] = self.postgres.pid
         if self.nats is not None and self.nats.pid is not None:
             found["nats-server"] = self.nats.pid
+        if self.vector_store is not None and self.vector_store.pid is not None:
+            found["vectorstore"] = self.vector_store.pid
         return found
 
     def exited(self) -> dict[Instance, int]:
@@ -299,13 +325,12 @@ class Stack:
             raise StackError(f"{name} is not embedded in this stack (it was given by URL)")
         return server
 
-    def _check_replicas(self) -> None:
+    def _wants_shared_vector_store(self) -> bool:
+        """Asked for, or needed: several indexers and no Qdrant server named."""
         indexers = self.options.replicas.get(ServiceName.INDEXER, 1)
-        if indexers > 1 and not self._setting("INDEXER_QDRANT_URL"):
-            raise StackError(
-                f"{indexers} indexers need a vector store they can share: "
-                f"set {ENV_PREFIX}INDEXER_QDRANT_URL (the embedded engine is one process's)"
-            )
+        if self.options.shared_vector_store:
+            return True
+        return indexers > 1 and not self._setting("INDEXER_QDRANT_URL")
 
     def _setting(self, name: str) -> str | None:
         key = f"{ENV_PREFIX}{name}"
@@ -381,6 +406,8 @@ class Stack:
                 env[f"{ENV_PREFIX}{peer.value.upper()}_ADDRESS"] = address
         if self.triton is not None:
             env[f"{ENV_PREFIX}EMBEDDER_TRITON_URL"] = self.triton.url
+        if self.vector_store is not None:
+            env[f"{ENV_PREFIX}INDEXER_QDRANT_URL"] = self.vector_store.url
         if options.tls is not None:
             env[f"{ENV_PREFIX}TLS_CERT_FILE"] = str(options.tls.cert_file)
             env[f"{ENV_PREFIX}TLS_KEY_FILE"] = str(options.tls.key_file)
