@@ -3,8 +3,6 @@ every event; anyone else only events whose owner is them. VerifyChain is admin o
 
 from __future__ import annotations
 
-from datetime import UTC as _UTC
-
 from google.protobuf import json_format, timestamp_pb2
 
 from audit import metrics
@@ -14,6 +12,7 @@ from kit.auth import Principal, Role
 from kit.db.keyset import SortKey, page_size, uuid_or_not_found
 from kit.errors import InvalidArgument, NotFound, PermissionDenied
 from kit.grpc.interceptors import current_principal
+from kit.grpc.request_times import request_time
 from vectorops.audit.v1 import audit_pb2, audit_service_pb2
 from vectorops.common.v1 import audit_pb2 as common_audit_pb2
 from vectorops.common.v1 import principal_pb2
@@ -66,7 +65,7 @@ def _visible_owner(principal: Principal, requested: str) -> str:
 
 
 def _time(request, name: str):
-    return getattr(request, name).ToDatetime(tzinfo=_UTC) if request.HasField(name) else None
+    return request_time(request, name)
 
 
 def _filters(request, owner_id: str) -> AuditFilter:

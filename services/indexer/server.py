@@ -74,6 +74,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         settings.outbound_token(),
         settings.indexer_search_timeout_seconds,
         credentials=channel_credentials(settings.tls()),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     repository = DocumentRepository(ctx.pool, ctx.schema)
     registry = ModelRegistry()
@@ -87,6 +88,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         settings.orchestrator_address,
         settings.outbound_token(),
         credentials=channel_credentials(settings.tls()),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     switches = ReindexSwitches(ctx.pool, ctx.schema)
     switcher = CollectionSwitcher(switches, store)
@@ -104,6 +106,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         settings.outbound_token(),
         settings.indexer_resources_timeout_seconds,
         credentials=channel_credentials(settings.tls()),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     reindex = ReindexServices(
         runs=ReindexRepository(ctx.pool, ctx.schema),

@@ -14,6 +14,11 @@ from typing import Annotated, TypeVar
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kit.grpc.message_limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES_CEILING,
+    MAX_MESSAGE_BYTES_FLOOR,
+)
 from kit.grpc.tls import TlsFiles, tls_files
 
 ENV_PREFIX = "VECTOROPS_"
@@ -66,6 +71,11 @@ class Settings(BaseSettings):
     service: ServiceName | None = None
     grpc_host: str = "127.0.0.1"
     grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # The largest gRPC message a server takes (larger: RESOURCE_EXHAUSTED), and the
+    # bound of the channels a service opens to the others.
+    grpc_max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES, ge=MAX_MESSAGE_BYTES_FLOOR, le=MAX_MESSAGE_BYTES_CEILING
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 

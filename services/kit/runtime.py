@@ -134,6 +134,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         spec.bindings(ctx),
         authenticator_from(settings, tokens),
         credentials=tls.server_credentials() if (tls := settings.tls()) else None,
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     dispatcher = OutboxDispatcher(
         pool,

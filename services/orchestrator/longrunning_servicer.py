@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from kit.auth import Principal
 from kit.errors import ERROR_DOMAIN, NotFound, NotImplementedYet
 from kit.grpc.interceptors import current_principal
+from kit.grpc.request_times import request_duration
 from orchestrator.adapters.records import OperationRecord
 from orchestrator.collection_app import CollectionApp
 from orchestrator.domain.fields import invalid_field
@@ -126,8 +127,9 @@ class LongRunningServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(self, request: lro.WaitOperationRequest, context) -> lro.Operation:
         principal = current_principal()
         timeout = self._wait_max
-        if request.HasField("timeout"):
-            timeout = min(request.timeout.ToTimedelta().total_seconds(), self._wait_max)
+        asked = request_duration(request, "timeout")
+        if asked is not None:
+            timeout = min(asked.total_seconds(), self._wait_max)
         record = await self._operations.wait(principal, operation_id_from(request.name), timeout)
         return await self._lro(principal, record)
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
+from kit.grpc.request_times import request_time
 from orchestrator.adapters.records import CollectionRecord, OperationRecord, SourceRecord
 from orchestrator.domain.collections import is_searchable
 from orchestrator.domain.config import RequestedConfig
@@ -46,9 +47,7 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def optional_time(message: Message, field: str) -> datetime | None:
     """A request's Timestamp field as an aware datetime; None when unset."""
-    if not message.HasField(field):
-        return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)
+    return request_time(message, field)
 
 
 # --- enums ------------------------------------------------------------------------

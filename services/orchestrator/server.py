@@ -83,6 +83,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[Application]:
         settings.outbound_token(),
         settings.orchestrator_resources_timeout_seconds,
         credentials=channel_credentials(settings.tls()),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     admission = Admission(
         resources, settings.source_roots, settings.orchestrator_admission_max_walk_entries

@@ -10,6 +10,7 @@ import grpc
 
 from kit.auth import Role
 from kit.grpc.interceptors import current_principal
+from kit.grpc.request_times import request_duration
 from kit.tokens.records import StoredToken, TokenState
 from orchestrator.messages import timestamp
 from orchestrator.token_app import TokenApp, TokenRequest
@@ -60,7 +61,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
                 principal_id=request.principal_id,
                 role=_ROLE_NAMES.get(request.role, ""),
                 description=request.description,
-                ttl=request.ttl.ToTimedelta() if request.HasField("ttl") else None,
+                ttl=request_duration(request, "ttl"),
                 request_id=request.request_id,
             ),
         )

@@ -66,6 +66,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[ResourcesApp]:
         settings.outbound_token(),
         settings.resources_indexer_timeout_seconds,
         credentials=channel_credentials(settings.tls()),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     try:
         yield ResourcesApp(repository, UsageConsumer(repository), indexer_usage)

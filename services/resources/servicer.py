@@ -9,13 +9,14 @@ service role. A quota change and every refused reservation are audited
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import grpc
 
 from kit.auth import Principal, Role
 from kit.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from kit.grpc.interceptors import current_principal
+from kit.grpc.request_times import request_duration, request_time
 from kit.logs import get_logger
 from resources import messages, metrics, quota_audit, usage_audit
 from resources.adapters.indexer_usage import IndexerUsageClient
@@ -48,6 +49,21 @@ def _readable_owner(principal: Principal, owner_id: str) -> str:
     if owner != principal.id:
         principal.require(Role.ADMIN, Role.SERVICE)
     return owner
+
+
+# Estimates are int64 on the wire and BIGINT in Postgres.
+_INT64_MAX = 2**63 - 1
+
+
+def _countable(*figures: int) -> None:
+    """Refuse inputs whose estimate is past what int64 holds (absurd document
+    counts or dimensions), instead of failing where the number is stored."""
+    if any(figure > _INT64_MAX for figure in figures):
+        raise InvalidArgument(
+            "the estimate is too large to count: check document_count and dimension",
+            reason="INVALID_ARGUMENT",
+            field_violations=[FieldViolation("document_count", "too large to estimate")],
+        )
 
 
 def _collections_needed(operation_type: int) -> int:
@@ -112,6 +128,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 overlap_tokens=request.chunk_overlap,
             )
         )
+        _countable(figures.vectors, figures.bytes, figures.documents)
         violations = await self._repository.check(
             owner,
             Demand(
@@ -149,7 +166,9 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 reason="INVALID_ARGUMENT",
                 field_violations=negative,
             )
-        ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else self._ttl
+        ttl = request_duration(request, "ttl")
+        if ttl is None:
+            ttl = self._ttl
         if ttl <= timedelta(0):
             raise InvalidArgument(
                 "ttl must be positive",
@@ -171,9 +190,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                     collection_id=request.collection_id,
                     operation_type=request.operation_type,
                     demand=demand,
-                    expires_at=request.expire_time.ToDatetime(tzinfo=UTC)
-                    if request.HasField("expire_time")
-                    else None,
+                    expires_at=request_time(request, "expire_time"),
                     ttl=ttl,
                 ),
                 short,

@@ -30,6 +30,9 @@ def test_environment_overrides_and_port_zero(monkeypatch: pytest.MonkeyPatch) ->
         ("VECTOROPS_GRPC_PORT", "70000"),
         ("VECTOROPS_LOG_LEVEL", "chatty"),
         ("VECTOROPS_JETSTREAM_STORAGE", "tape"),
+        ("VECTOROPS_GRPC_MAX_MESSAGE_BYTES", "1000"),
+        ("VECTOROPS_GRPC_MAX_MESSAGE_BYTES", "4294967296"),
+        ("VECTOROPS_GRPC_MAX_MESSAGE_BYTES", "lots"),
         ("VECTOROPS_AUTH_TOKENS", '[{"sha256": "nothex", "principal": "a", "role": "user"}]'),
         (
             "VECTOROPS_AUTH_TOKENS",

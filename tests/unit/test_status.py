@@ -11,7 +11,7 @@ from kit.errors import (
     QuotaViolation,
     ResourceExhausted,
 )
-from kit.grpc.status import error_info, grpc_code, to_status
+from kit.grpc.status import MAX_MESSAGE_BYTES, bounded, error_info, grpc_code, to_status
 
 
 def test_not_found_carries_reason_and_metadata() -> None:
@@ -51,3 +51,19 @@ def test_bad_request_and_quota_details_are_packed() -> None:
     quota = error_details_pb2.QuotaFailure()
     assert status.details[1].Unpack(quota)
     assert quota.violations[0].subject == "owner:alice"
+
+
+def test_a_status_echoing_a_huge_request_stays_small() -> None:
+    """Error texts echo requests; gRPC drops trailers over 16 KiB (and may over 8)."""
+    huge = "\U0001f4a9" * 100_000
+    error = InvalidArgument(
+        f"filter {huge} is not understood",
+        reason="INVALID_FILTER",
+        metadata={f"k{i}{huge}": huge for i in range(50)},
+        field_violations=[FieldViolation(huge, huge)] * 50,
+    )
+    status = to_status(error)
+    assert len(status.SerializeToString()) < 4096
+    assert len(status.message.encode()) <= MAX_MESSAGE_BYTES
+    assert status.message.startswith("filter \U0001f4a9") and status.message.endswith("…")
+    assert bounded("short", 10) == "short"

@@ -33,6 +33,7 @@ from kit.errors import (
     Unavailable,
 )
 from kit.grpc.client import bearer, service_channel
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
 from vectorops.common.v1 import operation_pb2
@@ -94,9 +95,10 @@ class ReindexControlClient:
         token: str | None,
         timeout_seconds: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._address = address
-        self._channel = service_channel(address, credentials)
+        self._channel = service_channel(address, credentials, max_message_bytes)
         self._stub = control_grpc.ReindexControlServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

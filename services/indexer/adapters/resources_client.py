@@ -25,6 +25,7 @@ import grpc
 
 from kit.errors import QuotaViolation, ResourceExhausted, Unavailable
 from kit.grpc.client import bearer, service_channel
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.reservations import release_reservation
 from vectorops.common.v1 import operation_pb2
@@ -87,9 +88,10 @@ class ResourcesClient:
         token: str | None,
         timeout_seconds: float,
         credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._address = address
-        self._channel = service_channel(address, credentials)
+        self._channel = service_channel(address, credentials, max_message_bytes)
         self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

@@ -234,7 +234,7 @@ class ErrorInterceptor(_WrappingInterceptor):
             status = to_status(error)
             await context.abort(
                 grpc_code(error),
-                error.message,
+                status.message,
                 trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
             )
 

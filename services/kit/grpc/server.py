@@ -19,11 +19,12 @@ from kit.grpc.interceptors import (
     MetricsInterceptor,
     TraceInterceptor,
 )
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
+from kit.grpc.request_text import RequestTextInterceptor
 
-# Keep the server's promises honest under load: bounded message sizes, keepalive for streams.
+# Keep the server's promises honest under load: keepalive for streams (and, per
+# server, bounded message sizes).
 _SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -75,17 +76,20 @@ async def create_server(
     bindings: Sequence[ServiceBinding],
     authenticator: TokenAuthenticator,
     credentials: grpc.ServerCredentials | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
     """Build and start a server on host:port (0 → a free port); health starts NOT_SERVING.
-    With ``credentials`` it serves TLS only: no plaintext port is opened."""
+    With ``credentials`` it serves TLS only: no plaintext port is opened. A message
+    over ``max_message_bytes`` is refused ``RESOURCE_EXHAUSTED``."""
     server = grpc.aio.server(
         interceptors=[
             TraceInterceptor(),
             MetricsInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(authenticator),
+            RequestTextInterceptor(),
         ],
-        options=_SERVER_OPTIONS,
+        options=_SERVER_OPTIONS + message_size_options(max_message_bytes),
     )
     for binding in bindings:
         binding.add_to_server(server)

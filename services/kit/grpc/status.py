@@ -11,6 +11,34 @@ from kit.errors import ERROR_DOMAIN, DomainError
 # Trailing metadata key that gRPC clients read rich error details from.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+# Error texts often echo the request (a filter, a name, an id). gRPC refuses
+# trailing metadata over 16 KiB (and may over 8 KiB), and the status travels
+# twice (``grpc-message`` percent-encoded, the details base64): bounded in
+# UTF-8 bytes, a status stays under 8 KiB however hostile the request was.
+MAX_MESSAGE_BYTES = 256
+MAX_METADATA_ENTRIES = 8
+MAX_METADATA_KEY_BYTES = 64
+MAX_TEXT_BYTES = 96
+MAX_VIOLATIONS = 3
+_CUT = "…"
+
+
+def bounded(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 (never inside a character)."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - len(_CUT.encode())].decode(errors="ignore") + _CUT
+
+
+def _text(text: str) -> str:
+    return bounded(text, MAX_TEXT_BYTES)
+
+
+def _metadata(metadata: dict[str, str]) -> dict[str, str]:
+    kept = list(metadata.items())[:MAX_METADATA_ENTRIES]
+    return {bounded(key, MAX_METADATA_KEY_BYTES): _text(value) for key, value in kept}
+
 
 def grpc_code(error: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code.value]
@@ -20,7 +48,7 @@ def to_status(error: DomainError) -> status_pb2.Status:
     """The full ``google.rpc.Status`` of a domain error: code, message and details."""
     details: list[object] = [
         error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=_metadata(error.metadata)
         )
     ]
     if error.field_violations:
@@ -28,9 +56,9 @@ def to_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_text(v.field), description=_text(v.description)
                     )
-                    for v in error.field_violations
+                    for v in error.field_violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -39,9 +67,9 @@ def to_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(
-                        subject=v.subject, description=v.description
+                        subject=_text(v.subject), description=_text(v.description)
                     )
-                    for v in error.quota_violations
+                    for v in error.quota_violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -50,9 +78,11 @@ def to_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=v.type, subject=v.subject, description=v.description
+                        type=_text(v.type),
+                        subject=_text(v.subject),
+                        description=_text(v.description),
                     )
-                    for v in error.precondition_violations
+                    for v in error.precondition_violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -62,7 +92,9 @@ def to_status(error: DomainError) -> status_pb2.Status:
         holder.Pack(detail)
         packed.append(holder)
     return status_pb2.Status(
-        code=getattr(code_pb2, error.code.value), message=error.message, details=packed
+        code=getattr(code_pb2, error.code.value),
+        message=bounded(error.message, MAX_MESSAGE_BYTES),
+        details=packed,
     )
 
 

@@ -24,6 +24,7 @@ from google.rpc import error_details_pb2
 
 from kit.errors import QuotaViolation, ResourceExhausted, Unavailable
 from kit.grpc.client import bearer, service_channel
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
 from kit.reservations import release_reservation
@@ -102,8 +103,9 @@ class ResourcesClient:
         token: str | None,
         timeout_seconds: float,
         credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self._channel = service_channel(address, credentials)
+        self._channel = service_channel(address, credentials, max_message_bytes)
         self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds

@@ -14,6 +14,7 @@ import grpc
 
 from kit.errors import Unavailable
 from kit.grpc.client import bearer, service_channel
+from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
 from resources.domain.quotas import CollectionUsage
 from vectorops.indexer.v1 import usage_service_pb2, usage_service_pb2_grpc
 
@@ -27,16 +28,20 @@ class IndexerUsageClient:
         token: str | None,
         timeout_seconds: float,
         credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._address = address
         self._credentials = credentials
+        self._max_message_bytes = max_message_bytes
         self._metadata = bearer(token)
         self._timeout_seconds = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> usage_service_pb2_grpc.UsageServiceStub:
         if self._channel is None:
-            self._channel = service_channel(self._address, self._credentials)
+            self._channel = service_channel(
+                self._address, self._credentials, self._max_message_bytes
+            )
         return usage_service_pb2_grpc.UsageServiceStub(self._channel)
 
     async def collections(self, owner_id: str) -> list[CollectionUsage]:
