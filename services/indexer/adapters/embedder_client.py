@@ -33,8 +33,7 @@ from kit.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from kit.grpc.client import bearer, service_channel
-from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
+from kit.grpc.client import ServiceClient
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
 from vectorops.common.v1 import config_pb2
@@ -56,20 +55,8 @@ class QueryEmbeddings:
     vectors: list[np.ndarray]
 
 
-class EmbedderClient:
-    def __init__(
-        self,
-        address: str,
-        token: str | None,
-        timeout_seconds: float,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._address = address
-        self._channel = service_channel(address, credentials, max_message_bytes)
-        self._stub = embedder_service_pb2_grpc.EmbedderServiceStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout_seconds = timeout_seconds
+class EmbedderClient(ServiceClient):
+    STUB = embedder_service_pb2_grpc.EmbedderServiceStub
 
     async def embed_queries(
         self,
@@ -96,9 +83,6 @@ class EmbedderClient:
         except grpc.aio.AioRpcError as error:
             raise self._domain_error(error, model) from None
         return QueryEmbeddings(reply.model, _vectors(reply, field))
-
-    async def close(self) -> None:
-        await self._channel.close()
 
     def _domain_error(self, error: grpc.aio.AioRpcError, model: str) -> Exception:
         code = error.code()

@@ -32,8 +32,7 @@ from kit.errors import (
     Unauthenticated,
     Unavailable,
 )
-from kit.grpc.client import bearer, service_channel
-from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
+from kit.grpc.client import ServiceClient
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
 from vectorops.common.v1 import operation_pb2
@@ -88,20 +87,8 @@ class SwitchAnswer:
     config: Mapping[str, Any] | None  # the live config after the switch, if told
 
 
-class ReindexControlClient:
-    def __init__(
-        self,
-        address: str,
-        token: str | None,
-        timeout_seconds: float = 10.0,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._address = address
-        self._channel = service_channel(address, credentials, max_message_bytes)
-        self._stub = control_grpc.ReindexControlServiceStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout_seconds = timeout_seconds
+class ReindexControlClient(ServiceClient):
+    STUB = control_grpc.ReindexControlServiceStub
 
     async def complete_reindex(self, request: SwitchRequest) -> SwitchAnswer:
         message = control_pb2.CompleteReindexRequest(
@@ -128,9 +115,6 @@ class ReindexControlClient:
                 metadata={"operation_id": request.operation_id},
             )
         return answer_of(reply)
-
-    async def close(self) -> None:
-        await self._channel.close()
 
     def _domain_error(self, error: grpc.aio.AioRpcError) -> DomainError:
         code = error.code()

@@ -24,8 +24,7 @@ from enum import StrEnum
 import grpc
 
 from kit.errors import QuotaViolation, ResourceExhausted, Unavailable
-from kit.grpc.client import bearer, service_channel
-from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
+from kit.grpc.client import ServiceClient
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.reservations import release_reservation
 from vectorops.common.v1 import operation_pb2
@@ -81,20 +80,8 @@ def _refusal(error: grpc.aio.AioRpcError, owner_id: str) -> Exception:
     return ResourcesCallError(f"Reserve failed: {code.name} {reason or error.details()}")
 
 
-class ResourcesClient:
-    def __init__(
-        self,
-        address: str,
-        token: str | None,
-        timeout_seconds: float,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._address = address
-        self._channel = service_channel(address, credentials, max_message_bytes)
-        self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout_seconds = timeout_seconds
+class ResourcesClient(ServiceClient):
+    STUB = resource_service_pb2_grpc.ResourceServiceStub
 
     async def reserve(
         self,
@@ -137,6 +124,3 @@ class ResourcesClient:
             metadata=self._metadata,
             timeout_seconds=self._timeout_seconds,
         )
-
-    async def close(self) -> None:
-        await self._channel.close()

@@ -5,6 +5,9 @@ called logs its part of that work under the same id."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 from grpc.aio import ClientCallDetails, Metadata
 
@@ -73,3 +76,29 @@ def service_channel(
 def bearer(token: str | None) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying ``token`` (none when no token is configured)."""
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class ServiceClient:
+    """What a client of another service holds: one channel (TLS and message limits
+    as configured), the service-role token, a timeout per call, and the generated
+    stub of ``STUB`` on that channel. A channel connects on its first call, so a
+    client may be made before the service it calls is up."""
+
+    STUB: Callable[[grpc.aio.Channel], Any]
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        timeout_seconds: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._address = address
+        self._channel = service_channel(address, credentials, max_message_bytes)
+        self._stub = self.STUB(self._channel)
+        self._metadata = bearer(token)
+        self._timeout_seconds = timeout_seconds
+
+    async def close(self) -> None:
+        await self._channel.close()

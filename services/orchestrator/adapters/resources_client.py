@@ -23,8 +23,7 @@ import grpc
 from google.rpc import error_details_pb2
 
 from kit.errors import QuotaViolation, ResourceExhausted, Unavailable
-from kit.grpc.client import bearer, service_channel
-from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
+from kit.grpc.client import ServiceClient
 from kit.grpc.status import error_info, status_from_rpc_error
 from kit.logs import get_logger
 from kit.reservations import release_reservation
@@ -96,19 +95,8 @@ def quantization_value(name: str) -> int:
     return config_pb2.Quantization.Value(key) if key in config_pb2.Quantization.keys() else 0
 
 
-class ResourcesClient:
-    def __init__(
-        self,
-        address: str,
-        token: str | None,
-        timeout_seconds: float,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._channel = service_channel(address, credentials, max_message_bytes)
-        self._stub = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout_seconds = timeout_seconds
+class ResourcesClient(ServiceClient):
+    STUB = resource_service_pb2_grpc.ResourceServiceStub
 
     async def estimate_vectors(
         self,
@@ -171,6 +159,3 @@ class ResourcesClient:
             timeout_seconds=self._timeout_seconds,
             keep_room=keep_room,
         )
-
-    async def close(self) -> None:
-        await self._channel.close()

@@ -13,40 +13,19 @@ from __future__ import annotations
 import grpc
 
 from kit.errors import Unavailable
-from kit.grpc.client import bearer, service_channel
-from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES
+from kit.grpc.client import ServiceClient
 from resources.domain.quotas import CollectionUsage
 from vectorops.indexer.v1 import usage_service_pb2, usage_service_pb2_grpc
 
 PAGE_SIZE = 1000  # the most one page may hold
 
 
-class IndexerUsageClient:
-    def __init__(
-        self,
-        address: str,
-        token: str | None,
-        timeout_seconds: float,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._address = address
-        self._credentials = credentials
-        self._max_message_bytes = max_message_bytes
-        self._metadata = bearer(token)
-        self._timeout_seconds = timeout_seconds
-        self._channel: grpc.aio.Channel | None = None
-
-    def _stub(self) -> usage_service_pb2_grpc.UsageServiceStub:
-        if self._channel is None:
-            self._channel = service_channel(
-                self._address, self._credentials, self._max_message_bytes
-            )
-        return usage_service_pb2_grpc.UsageServiceStub(self._channel)
+class IndexerUsageClient(ServiceClient):
+    STUB = usage_service_pb2_grpc.UsageServiceStub
 
     async def collections(self, owner_id: str) -> list[CollectionUsage]:
         """Every collection of the owner the indexer knows, with its figures."""
-        stub = self._stub()
+        stub = self._stub
         measured: list[CollectionUsage] = []
         token = ""
         while True:
@@ -77,7 +56,3 @@ class IndexerUsageClient:
             token = reply.next_page_token
             if not token:
                 return measured
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
