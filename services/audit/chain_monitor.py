@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import asyncpg
-
 from audit import metrics
 from audit.adapters.audit_repository import AuditRepository
 from audit.domain.chain import GENESIS_HASH, ChainVerifier
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -61,7 +60,7 @@ class ChainMonitor:
             try:
                 await self.check_once(full=self._checks % self._full_every == 0)
                 self._checks += 1
-            except (OSError, asyncpg.PostgresError) as error:
+            except POSTGRES_OUTAGE as error:
                 log.warning("audit.chain_check_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)

@@ -25,7 +25,11 @@ DURABLE = "audit-sink"
 def consumer_spec(
     stream: str = AUDIT.name, durable: str = DURABLE, subjects: str = "vo.audit.>"
 ) -> ConsumerSpec:
-    return ConsumerSpec(stream, durable, (subjects,))
+    """One message in flight across all sinks (``max_ack_pending=1``), so the chain
+    keeps the order the events were published in: otherwise a sink that dies
+    holding fetched messages has them appended after the later ones, once their
+    ack wait has run out (an operation's end before its last step)."""
+    return ConsumerSpec(stream, durable, (subjects,), max_ack_pending=1)
 
 
 class AuditSink:

@@ -17,6 +17,7 @@ switch can rebuild exactly what validation announced.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from indexer.adapters.embedder_client import QueryEmbeddings
 from indexer.adapters.vector_store import VectorStore
 from indexer.domain.validation import (
     Comparison,
@@ -38,10 +40,18 @@ from indexer.domain.validation import (
 )
 from indexer.operations.base import StepCancelled
 from indexer.search import QueryEmbedder
+from kit.errors import Unavailable
+from kit.logs import get_logger
 from vectorops.common.v1 import operation_pb2
+
+log = get_logger(__name__)
 
 _SCROLL_PAGE = 256
 _EMBED_BATCH = 16  # probe texts per Embed call, well under the embedder's limit
+# Waits before an Embed that found the embedder away is tried again: half a minute
+# in all, what a restarting embedder needs.
+_EMBEDDER_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+_EMBEDDER_UNAVAILABLE = "EMBEDDER_UNAVAILABLE"
 # Hits fetched per probe to find k distinct documents: a document's chunks may
 # crowd the top points, more so with smaller chunks.
 _HITS_PER_DOCUMENT = 8
@@ -144,9 +154,7 @@ class Validator:
         for start in range(0, len(texts), _EMBED_BATCH):
             self._check_cancelled()
             batch = list(texts[start : start + _EMBED_BATCH])
-            embedded = await self._queries.embed_queries(
-                side.model, batch, instruction=side.instruction, field="probe"
-            )
+            embedded = await self._embed(side, batch)
             for vector in embedded.vectors:
                 hits = await self._store.search(side.name, np.asarray(vector), limit)
                 documents = top_documents(
@@ -154,6 +162,24 @@ class Validator:
                 )
                 found.append((documents, hits[0].score if hits else None))
         return found
+
+    async def _embed(self, side: Side, batch: list[str]) -> QueryEmbeddings:
+        """The probes' vectors, waiting out an embedder that is briefly away (a
+        restart): the probes are a few texts, and failing the whole reindex for
+        a blip would throw its reprocessing away. Past the retries it fails."""
+        delays = iter(_EMBEDDER_RETRY_DELAYS_SECONDS)
+        while True:
+            try:
+                return await self._queries.embed_queries(
+                    side.model, batch, instruction=side.instruction, field="probe"
+                )
+            except Unavailable as error:
+                delay = next(delays, None)
+                if error.reason != _EMBEDDER_UNAVAILABLE or delay is None:
+                    raise
+                log.info("validation.embedder_retry", delay=delay, error=error.message)
+            await asyncio.sleep(delay)
+            self._check_cancelled()
 
     def _check_cancelled(self) -> None:
         if self._cancelled():

@@ -19,6 +19,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from kit.bus.jetstream import JetStream
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 from vectorops.events.v1 import envelope_pb2
 
@@ -145,7 +146,7 @@ class OutboxDispatcher:
                 try:
                     sent = await self.dispatch_once()
                     await self.observe_backlog()
-                except (OSError, asyncpg.PostgresError) as error:
+                except POSTGRES_OUTAGE as error:
                     log.warning("outbox.dispatch_failed", error=str(error))
                     sent = 0
                 if sent < self._batch_size:  # a full batch means more may be waiting

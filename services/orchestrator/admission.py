@@ -40,6 +40,10 @@ log = get_logger(__name__)
 
 Started = TypeVar("Started", bound=tuple[Any, ...])
 
+# Backoff of a release the resources service could not take: about two minutes
+# in all, long enough for a restart; past it the reservation's own expiry remains.
+_RELEASE_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+
 _TYPES = {
     OperationType.INDEX: operation_pb2.OPERATION_TYPE_INDEX,
     OperationType.APPEND: operation_pb2.OPERATION_TYPE_APPEND,
@@ -76,6 +80,7 @@ class Admission:
         self._resources = resources
         self._roots = tuple(source_roots)
         self._max_entries = max_walk_entries
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def start(
         self,
@@ -105,12 +110,31 @@ class Admission:
     async def release_finished(self, record: OperationRecord) -> None:
         """The repository's hook: called once an operation reached its end. A
         completed REINDEX only stops counting as running: the collection it
-        retired holds its room until the indexer's cleanup releases it."""
+        retired holds its room until the indexer's cleanup releases it.
+
+        A release the resources service could not take (it is restarting, say)
+        is retried in the background rather than left to expire a day later:
+        the hook must not hold up the event consumer that ended the operation."""
         operation = record.operation
         if released_when_it_ends(operation.type, operation.status):
-            await self.release(record.id)
+            keep_room = False
         elif needs_admission(operation.type):
-            await self._resources.release(record.id, keep_room=True)
+            keep_room = True
+        else:
+            return
+        if not await self._resources.release(record.id, keep_room=keep_room):
+            task = asyncio.create_task(self._release_later(record.id, keep_room))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _release_later(self, operation_id: str, keep_room: bool) -> None:
+        # The request id makes a release idempotent, so a retry that follows a
+        # lost answer changes nothing twice.
+        for delay in _RELEASE_RETRY_DELAYS_SECONDS:
+            await asyncio.sleep(delay)
+            if await self._resources.release(operation_id, keep_room=keep_room):
+                return
+        log.warning("orchestrator.release_abandoned", operation_id=operation_id)
 
     # --- what to ask for --------------------------------------------------------------
 

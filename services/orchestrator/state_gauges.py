@@ -10,6 +10,7 @@ import contextlib
 
 import asyncpg
 
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 from kit.operation_protocol import OperationType
 from orchestrator import metrics
@@ -53,7 +54,7 @@ class StateGauges:
         while not stop.is_set():
             try:
                 await self.observe_once()
-            except (OSError, asyncpg.PostgresError) as error:
+            except POSTGRES_OUTAGE as error:
                 log.warning("orchestrator.state_gauges_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)

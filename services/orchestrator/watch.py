@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -107,7 +108,7 @@ class OperationWatcher:
         while not self._stopping.is_set():
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError) as error:
+            except POSTGRES_OUTAGE as error:
                 log.warning("watcher.reconnect_failed", error=str(error), retry_seconds=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_SECONDS)

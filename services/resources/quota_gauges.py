@@ -9,6 +9,7 @@ import contextlib
 
 import asyncpg
 
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 from resources import metrics
 from resources.adapters.resources_repository import ResourcesRepository
@@ -51,7 +52,7 @@ class QuotaGauges:
         while not stop.is_set():
             try:
                 await self.observe_once()
-            except (OSError, asyncpg.PostgresError) as error:
+            except POSTGRES_OUTAGE as error:
                 log.warning("resources.quota_gauges_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kit.bus.jetstream import Delivery, JetStream, Reject
 from kit.bus.topology import ALL_STREAMS, DEAD, ConsumerSpec, Retention, StreamSpec
@@ -128,6 +129,9 @@ async def test_message_exhausting_its_deliveries_becomes_a_dead_letter(bus: JetS
         3,
     )
     assert "max deliveries reached: cannot parse" in dead.reason
+    # Visible to on-call: the consumer's dead-letter counter counts it.
+    labels = {"stream": spec.name, "consumer": "worker"}
+    assert REGISTRY.get_sample_value("vectorops_jetstream_dead_letters_total", labels) == 1
 
 
 async def test_message_never_acked_becomes_a_dead_letter_from_the_advisory(

@@ -21,6 +21,7 @@ from kit.bus.jetstream import JetStream
 from kit.bus.topology import Retention, StreamSpec
 from kit.db.migrations import load_migrations, migrate
 from kit.outbox import OutboxDispatcher, enqueue
+from kit.stack.nats import NatsServer
 
 SCHEMA = "outboxtest"
 CRASHING_DISPATCHER = Path(__file__).with_name("outbox_crashing_dispatcher.py")
@@ -156,3 +157,65 @@ async def test_dispatcher_wakes_on_commit_without_waiting_for_its_poll(pool, bus
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def _until_published(bus: JetStream, spec: StreamSpec, count: int) -> list[str]:
+    for _ in range(300):
+        published = await _event_ids_in(bus, spec)
+        if len(published) >= count:
+            return published
+        await asyncio.sleep(0.1)
+    return await _event_ids_in(bus, spec)
+
+
+async def test_events_committed_while_nats_is_down_are_published_once_it_is_back(
+    pool, infra_dir: Path
+) -> None:
+    """A SIGKILLed nats-server, restarted on its port with its store: the rows the
+    dispatcher could not publish meanwhile stay, and go out once it is back, each
+    once (a publish buffered during the outage and retried is deduplicated)."""
+    server = NatsServer(infra_dir / f"nats-outage-{uuid.uuid4().hex[:6]}", port=0)
+    server.start()
+    bus = await JetStream.connect(server.url, name="outbox-outage-test")
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        spec = await _stream(bus)
+        subject = spec.subjects[0].replace(">", "evt")
+        task = asyncio.create_task(OutboxDispatcher(pool, bus, SCHEMA, poll_seconds=0.1).run(stop))
+        before = await _write(pool, subject, 5)
+        assert len(await _until_published(bus, spec, 5)) == 5
+        url = server.url
+
+        server.kill()
+        during = await _write(pool, subject, 20)
+        failed = 0
+        for _ in range(200):  # a publish waits out its own timeout before it fails
+            async with pool.acquire() as conn:
+                failed = await conn.fetchval(
+                    f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL "
+                    "AND last_error IS NOT NULL AND event_id = ANY($1)",
+                    during,
+                )
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+        assert failed >= 1, "the dispatcher did not try while NATS was down"
+
+        server.start()
+        assert server.url == url  # same port: the clients reconnect by themselves
+        published = await _until_published(bus, spec, 25)
+        assert sorted(published) == sorted(str(event_id) for event_id in before + during)
+        async with pool.acquire() as conn:
+            unpublished = await conn.fetchval(
+                f"SELECT count(*) FROM {SCHEMA}.outbox "
+                "WHERE published_at IS NULL AND event_id = ANY($1)",
+                during,
+            )
+        assert unpublished == 0
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 20)
+        await bus.close()
+        server.stop()

@@ -160,6 +160,53 @@ async def test_nats_jetstream_on_random_port_keeps_store(tmp_path: Path) -> None
         await nc.close()
 
 
+async def test_killed_nats_restarts_on_its_port_with_its_store(tmp_path: Path) -> None:
+    """SIGKILL (a crash), then start: the same URL, the stream and its message kept."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        url = server.url
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="T", subjects=["t.>"])
+        ack = await js.publish("t.one", b"hello")
+        await nc.close()
+        pid = server.pid
+        server.kill()
+        assert server.pid is None and _gone(pid)
+
+        server.start()
+        assert server.url == url
+        nc = await nats.connect(url)
+        assert (await nc.jetstream().get_msg("T", ack.seq)).data == b"hello"
+        await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_killed_postgres_recovers_its_data_on_the_same_dsn(pg_base: Path) -> None:
+    """SIGKILL of the postmaster and its backends, then start: crash recovery keeps
+    every committed row, and the DSN (here a socket dir of its own) is unchanged."""
+    pg = EmbeddedPostgres(pg_base / ("d" * 60) / ("e" * 60) / "pg")
+    pg.start()
+    try:
+        dsn = pg.dsn
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("create table kept (x int); insert into kept values (42)")
+        await conn.close()
+        tree = _process_tree(pg.pid)
+        pg.kill()
+        assert not _wait_gone(tree, timeout=0), "kill() left postgres processes behind"
+
+        pg.start()
+        assert pg.dsn == dsn
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("select x from kept") == 42
+        await conn.close()
+    finally:
+        pg.stop()
+
+
 _LAUNCHER = """
 import sys, time
 from pathlib import Path

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from kit.auth import Principal
+from kit.db.outage import POSTGRES_OUTAGE
 from kit.logs import get_logger
 from kit.tokens import CHANGE_CHANNEL, store
 from kit.tokens.records import StoredToken, TokenState
@@ -92,7 +93,7 @@ class TokenCache:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 await self.reload()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except POSTGRES_OUTAGE as error:
                 log.warning("tokens.reload_failed", error=str(error))
                 await self._unlisten()
 
