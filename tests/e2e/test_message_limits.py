@@ -23,11 +23,10 @@ LIMIT = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def audit(infra_dir, postgres, nats_server):
+def audit(infra_dir, postgres):
     options = StackOptions.ephemeral(infra_dir / f"limits-{uuid.uuid4().hex[:8]}")
     options.services = (ServiceName.AUDIT,)
     options.postgres_dsn = postgres.create_database(f"limits_{uuid.uuid4().hex[:8]}")
-    options.nats_url = nats_server.url
     options.extra_env = {"VECTOROPS_GRPC_MAX_MESSAGE_BYTES": str(LIMIT)}
     running = Stack(options)
     running.start()

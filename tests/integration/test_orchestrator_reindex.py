@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from indexer_events import operation_failed, step_completed
+from nats.js.errors import NotFoundError
 from orchestrator_harness import (
     ADMIN,
     ALICE,
@@ -261,7 +262,10 @@ async def test_reindex_starts_an_operation_that_sends_its_command_and_keeps_serv
     )
 
     async def published() -> bool:
-        raw = await orch.bus.js.get_last_msg("VO_COMMANDS", subjects.command_subject("REINDEX"))
+        try:
+            raw = await orch.bus.js.get_last_msg("VO_COMMANDS", subjects.command_subject("REINDEX"))
+        except NotFoundError:  # the outbox has not published it yet
+            return False
         return unpack(parse_envelope(raw.data), commands_pb2.ReindexCommand).operation_id == op.id
 
     await eventually(published)

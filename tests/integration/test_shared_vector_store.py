@@ -215,14 +215,11 @@ async def test_calls_outside_the_subset_are_unimplemented_and_say_so(
         await client.close()
 
 
-def test_a_stack_points_every_indexer_at_its_shared_store(
-    tmp_path: Path, postgres, nats_server
-) -> None:
+def test_a_stack_points_every_indexer_at_its_shared_store(tmp_path: Path, postgres) -> None:
     """Two indexer replicas on one stack: both get the shared store's URL, none
     opens an engine of its own, and the store stops with the stack."""
     options = StackOptions.ephemeral(tmp_path / "stack")
     options.postgres_dsn = postgres.create_database("shared_vector_store")
-    options.nats_url = nats_server.url
     options.services = (ServiceName.INDEXER,)
     options.replicas = {ServiceName.INDEXER: 2}
     options.shared_vector_store = True

@@ -55,14 +55,15 @@ def _check_chunks_once(api: Client, collection_id: str, files: int) -> None:
 
 
 def test_operations_wait_for_triton_then_complete_or_fail_cleanly(
-    infra_dir, postgres, nats_server
+    infra_dir, postgres
 ) -> None:
     folder = infra_dir / f"triton-down-op-{uuid.uuid4().hex[:8]}"
     triton = TritonHost(folder / "triton-1", models=["hash_bow"])
     triton.start()
     options = StackOptions.ephemeral(folder / "stack")
     options.postgres_dsn = postgres.create_database(f"triton_down_{uuid.uuid4().hex[:8]}")
-    options.nats_url = nats_server.url
+    # A NATS of its own (the stack starts it): the session's carries the shared
+    # stack's commands, which these services must not consume, nor it theirs.
     options.extra_env = {
         "VECTOROPS_EMBEDDER_TRITON_URL": triton.url,
         "VECTOROPS_EMBEDDER_MODELS": HASH,
