@@ -54,9 +54,7 @@ def _check_chunks_once(api: Client, collection_id: str, files: int) -> None:
     assert collection.vector_count == sum(d.chunk_count for d in documents)
 
 
-def test_operations_wait_for_triton_then_complete_or_fail_cleanly(
-    infra_dir, postgres
-) -> None:
+def test_operations_wait_for_triton_then_complete_or_fail_cleanly(infra_dir, postgres) -> None:
     folder = infra_dir / f"triton-down-op-{uuid.uuid4().hex[:8]}"
     triton = TritonHost(folder / "triton-1", models=["hash_bow"])
     triton.start()
