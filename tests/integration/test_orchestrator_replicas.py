@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -28,6 +28,7 @@ from kit.bus.topology import ALL_STREAMS, EVENTS
 from kit.db.migrations import load_migrations, migrate
 from kit.db.pool import connect_pool
 from kit.events import parse_envelope
+from kit.stack.nats import NatsServer
 from orchestrator.adapters.records import OperationRecord, SourceSpec
 from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.domain import step_events
@@ -52,10 +53,21 @@ async def pools(database: str) -> AsyncIterator[list[asyncpg.Pool]]:
         await pool.close()
 
 
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server of this module's own: a new durable replays VO_EVENTS from the
+    start, and on the session's server that is every earlier test's events, some
+    of which wait out retry delays that, one event at a time, outlast the test."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"), port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-async def buses(nats_server) -> AsyncIterator[list[JetStream]]:
+async def buses(own_nats: NatsServer) -> AsyncIterator[list[JetStream]]:
     """One NATS connection per replica (the first also publishes as the indexer)."""
-    buses = [await JetStream.connect(nats_server.url, name=f"orch-{i}") for i in range(2)]
+    buses = [await JetStream.connect(own_nats.url, name=f"orch-{i}") for i in range(2)]
     await buses[0].ensure_streams(ALL_STREAMS)
     yield buses
     for bus in buses:
