@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import asyncpg
 
 from kit.db.outage import POSTGRES_OUTAGE
+from kit.db.pool import close_quietly
 from kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -119,12 +120,7 @@ class OperationWatcher:
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None or conn.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), timeout=2)
-        if not conn.is_closed():
-            conn.terminate()
+        await close_quietly(conn)
 
     # --- callbacks (run on the event loop) ----------------------------------------------
 

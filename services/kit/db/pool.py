@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 
@@ -38,3 +39,14 @@ async def connect_pool(
             log.warning("postgres.connect_retry", attempt=attempt, error=str(error))
             await asyncio.sleep(delay_seconds)
     raise ConnectionError(f"could not connect to Postgres after {attempts} attempts: {last_error}")
+
+
+async def close_quietly(conn: asyncpg.Connection | None) -> None:
+    """Close a dedicated connection (a LISTEN one) that may already be broken:
+    politely if it answers within two seconds, else by terminating it."""
+    if conn is None or conn.is_closed():
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), timeout=2)
+    if not conn.is_closed():
+        conn.terminate()

@@ -21,6 +21,7 @@ import asyncpg
 
 from kit.auth import Principal
 from kit.db.outage import POSTGRES_OUTAGE
+from kit.db.pool import close_quietly
 from kit.logs import get_logger
 from kit.tokens import CHANGE_CHANNEL, store
 from kit.tokens.records import StoredToken, TokenState
@@ -110,12 +111,7 @@ class TokenCache:
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
-        if conn is None or conn.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), timeout=2)
-        if not conn.is_closed():
-            conn.terminate()
+        await close_quietly(conn)
 
     def _on_change(self, *_args: object) -> None:
         self._changed.set()
