@@ -137,6 +137,15 @@ class OperationEvents:
         event_id = subjects.outcome_event_id(order.operation_id, "cancelled")
         await self._publish(subjects.OPERATION_CANCELLED, payload, order, event_id)
 
+    async def ending(self, order: OperationOrder, outcome: str, payload: bytes) -> None:
+        """Announce a recorded outcome event (serialised), whichever it is."""
+        if outcome == "COMPLETED":
+            await self.completed(order, operation_events_pb2.OperationCompleted.FromString(payload))
+        elif outcome == "FAILED":
+            await self.failed(order, operation_events_pb2.OperationFailed.FromString(payload))
+        else:
+            await self.cancelled(order, operation_events_pb2.OperationCancelled.FromString(payload))
+
     async def usage(self, order: OperationOrder, change: UsageChange) -> None:
         payload = usage_pb2.UsageDelta(
             owner_id=order.owner_id,

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 import nats.errors
 
 from indexer.domain.operation_plan import error_type_for
+from kit.db.outage import POSTGRES_CONNECTION_LOST
 from kit.errors import DomainError
 from kit.operation_protocol import ErrorType
 from kit.sanitise import sanitise
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # e.g. the connection closed under a query
-    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    *POSTGRES_CONNECTION_LOST,
     nats.errors.Error,
     ConnectionError,
     TimeoutError,

@@ -8,10 +8,12 @@ Progress goes out at most every ``progress_interval_seconds`` and at every step
 end, the last one before the last ``StepCompleted`` (which ends the operation
 in the orchestrator, after which progress is ignored). Then
 ``OperationCompleted``. Every outcome (completed, failed or cancelled) is
-followed by a ``UsageDelta`` when it changed what is stored or the owner's
-collections (``usage_change``): a half-done APPEND wrote points all the same.
-A command of a cancelled operation is dropped, but a run an earlier delivery
-left without an outcome (the indexer died) still reports what it stored.
+recorded in the journal with its event before it is announced, so a command
+delivered again afterwards announces that outcome again instead of running
+steps; and it is followed by a ``UsageDelta`` when it changed what is stored or
+the owner's collections (``usage_change``): a half-done APPEND wrote points all
+the same. A command of a cancelled operation is dropped, but a run an earlier
+delivery left without an outcome (the indexer died) still reports what it stored.
 
 A step that fails for good ends the operation with ``OperationFailed``; a
 transient error raises ``Retry`` so the command comes back later. A cancel is
@@ -39,6 +41,7 @@ from indexer.adapters.operation_journal import (
     OperationJournal,
     Outcome,
     RecordedStep,
+    RunRecord,
 )
 from indexer.cancellations import Cancellations
 from indexer.domain.operation_plan import CollectionFigures, OperationFigures, usage_change
@@ -115,13 +118,18 @@ class OperationRunner:
         operation_id = order.operation_id
         cancel = self._cancellations.watch(operation_id)
         try:
+            earlier = await self.journal.run(operation_id)
+            if earlier is not None and earlier.ended:
+                if earlier.finished:
+                    log.info("operation.already_ended", operation_id=operation_id)
+                else:
+                    await self._finish_ending(order, earlier)
+                return
             if await self._cancellations.is_cancelled(operation_id):
                 log.info("operation.dropped_cancelled", operation_id=operation_id)
                 await wind_up(self.services, order, None, Outcome.CANCELLED)
-                await self._end_interrupted_run(order)
-                return
-            if await self.journal.outcome(operation_id) is not None:
-                log.info("operation.already_ended", operation_id=operation_id)
+                if earlier is not None:
+                    await self._end_interrupted_run(order)
                 return
             if not runs(order.type):
                 await self.refuse(order, f"{order.type} is not supported by this indexer yet")
@@ -158,32 +166,38 @@ class OperationRunner:
         log.warning("operation.refused", operation_id=order.operation_id, why=message)
         await self.events.failed(order, payload)
 
-    async def publish_usage(
-        self,
-        order: OperationOrder,
-        before: CollectionFigures,
-        outcome: Outcome,
-        after: CollectionFigures | None = None,
-    ) -> None:
-        """Tell the resources service what the ended operation changed, measured
-        from the repository's counts (``after``, when not given). Called before
-        ``finish_run``, so a crash in between publishes it again under the same
-        id, and it still counts once."""
-        if after is None:
-            after = CollectionFigures(*await self.services.repository.counts(order.collection_id))
-        change = usage_change(order.type, outcome is Outcome.COMPLETED, before, after)
+    async def figures(self, order: OperationOrder) -> CollectionFigures:
+        """The collection's figures now, from the repository."""
+        return CollectionFigures(*await self.services.repository.counts(order.collection_id))
+
+    async def end(self, order: OperationOrder, outcome: Outcome, event: Message | None) -> None:
+        """Record how the run ended (with ``event``, the outcome to announce, and
+        the collection's figures now), then announce it. Recorded first, so a
+        delivery after a crash announces this same ending and runs no step again:
+        the operation's failure announced, then its steps run again, would build
+        what nobody winds up any more (a REINDEX's staging collection)."""
+        after = await self.figures(order)
+        ending = event.SerializeToString() if event is not None else None
+        run = await self.journal.record_ending(order.operation_id, outcome, ending, after)
+        await self._finish_ending(order, run)
+
+    async def _finish_ending(self, order: OperationOrder, run: RunRecord) -> None:
+        """Announce a recorded ending (the event verbatim, then the usage it
+        changed) and mark it done. Each publish has a fixed message id, so one
+        made again after a crash counts once."""
+        assert run.outcome is not None and run.after is not None
+        if run.ending is not None:
+            await self.events.ending(order, run.outcome, run.ending)
+        change = usage_change(order.type, run.outcome is Outcome.COMPLETED, run.before, run.after)
         if not change.is_zero:
             await self.events.usage(order, change)
+        await self.journal.finish_run(order.operation_id)
 
     async def _end_interrupted_run(self, order: OperationOrder) -> None:
         """A run an earlier delivery began and left without an outcome (the
         indexer died), cancelled since: what it stored, and the collection an
-        INDEX made, still count."""
-        run = await self.journal.run(order.operation_id)
-        if run is None or run.outcome is not None:
-            return
-        await self.publish_usage(order, run.before, Outcome.CANCELLED)
-        await self.journal.finish_run(order.operation_id, Outcome.CANCELLED)
+        INDEX made, still count. No outcome event: the cancel ended it."""
+        await self.end(order, Outcome.CANCELLED, None)
 
     async def _keep_collection_copy(self, order: OperationOrder) -> OperationOrder:
         """Store the command's snapshot of the collection (generation-fenced) and
@@ -365,9 +379,7 @@ class _Execution:
     async def _completed(self) -> None:
         self._ended = True
         order = self._order
-        after = CollectionFigures(
-            *await self._runner.services.repository.counts(order.collection_id)
-        )
+        after = await self._runner.figures(order)
         payload = events_pb2.OperationCompleted(
             operation_id=order.operation_id,
             collection_id=order.collection_id,
@@ -378,10 +390,7 @@ class _Execution:
             vector_count=after.vectors,
             stored_bytes=after.bytes,
         )
-        await self._events.completed(order, payload)
-        await wind_up(self._runner.services, order, self._step, Outcome.COMPLETED)
-        await self._runner.publish_usage(order, self._before, Outcome.COMPLETED, after)
-        await self._runner.journal.finish_run(order.operation_id, Outcome.COMPLETED)
+        await self._runner.end(order, Outcome.COMPLETED, payload)
         log.info("operation.completed", operation_id=order.operation_id, type=order.type)
 
     async def _failed(self, error: Exception) -> None:
@@ -413,9 +422,7 @@ class _Execution:
             collection_changed=self._changed,
             staging_deleted=staging_deleted,
         )
-        await self._events.failed(order, payload)
-        await self._runner.publish_usage(order, self._before, Outcome.FAILED)
-        await self._runner.journal.finish_run(order.operation_id, Outcome.FAILED)
+        await self._runner.end(order, Outcome.FAILED, payload)
 
     async def _cancelled(self) -> None:
         self._ended = True
@@ -429,9 +436,7 @@ class _Execution:
             progress=self._progress(),
             resources=self._resources(),
         )
-        await self._events.cancelled(order, payload)
-        await self._runner.publish_usage(order, self._before, Outcome.CANCELLED)
-        await self._runner.journal.finish_run(order.operation_id, Outcome.CANCELLED)
+        await self._runner.end(order, Outcome.CANCELLED, payload)
         log.info("operation.cancelled", operation_id=order.operation_id, step=self._step)
 
 

@@ -29,10 +29,10 @@ from google.protobuf import json_format
 from kit.bus.jetstream import Delivery, Reject, Retry
 from kit.bus.subjects import OPERATION_EVENTS_FILTER, PROGRESS
 from kit.bus.topology import EVENTS, ConsumerSpec
+from kit.db.outage import POSTGRES_UNAVAILABLE
 from kit.errors import NotFound
 from kit.events import EnvelopeError, parse_envelope, unpack
 from kit.logs import get_logger
-from orchestrator.adapters.postgres_errors import POSTGRES_UNAVAILABLE
 from orchestrator.adapters.records import ResourceFigures
 from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.domain import step_events

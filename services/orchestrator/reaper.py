@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from kit.db.outage import POSTGRES_UNAVAILABLE
 from kit.errors import NotFound
 from kit.logs import get_logger
-from orchestrator.adapters.postgres_errors import POSTGRES_UNAVAILABLE
 from orchestrator.adapters.repository import OrchestratorRepository
 from orchestrator.cancel_outbox import cancel_on_failure
 from orchestrator.domain import step_events

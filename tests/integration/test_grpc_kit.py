@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
@@ -35,6 +36,10 @@ class Echo:
     async def Fail(self, request: Text, context: grpc.aio.ServicerContext) -> Text:
         if request.value == "domain":
             raise NotFound("collection c9 not found", reason="COLLECTION_NOT_FOUND")
+        if request.value == "postgres-gone":
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
         raise RuntimeError("secret path /home/alice/.ssh leaked")
 
     async def Slow(self, request: Text, context: grpc.aio.ServicerContext) -> Text:
@@ -111,6 +116,19 @@ async def test_domain_error_maps_to_its_code_with_error_info(served) -> None:
     assert caught.value.details() == "collection c9 not found"
     info = error_info(status_from_rpc_error(caught.value))
     assert info is not None and info.reason == "COLLECTION_NOT_FOUND"
+
+
+async def test_postgres_connection_lost_is_unavailable_not_internal(served) -> None:
+    """A Postgres outage under an RPC is one to retry (UNAVAILABLE), not a bug:
+    a caller that takes INTERNAL for final would fail what a retry finishes."""
+    _, _, channel = served
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "Fail")(Text(value="postgres-gone"), metadata=AUTH)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "middle of operation" not in caught.value.details()
+    info = error_info(status_from_rpc_error(caught.value))
+    assert info is not None and info.reason == "BACKEND_UNAVAILABLE"
+    assert dict(info.metadata) == {"backend": "postgres"}
 
 
 async def test_unexpected_error_is_internal_and_reveals_nothing(served) -> None:

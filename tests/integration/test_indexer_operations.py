@@ -537,6 +537,41 @@ async def test_a_failed_index_still_counts_its_collection(indexer: Indexer, tmp_
     assert (usage.payload.documents_delta, usage.payload.vectors_delta) == (0, 0)
 
 
+async def test_an_announced_failure_is_announced_again_after_a_crash_not_run_again(
+    indexer: Indexer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure went out but the usage after it did not (NATS lost a moment):
+    the command comes back and announces the same failure again, running no
+    step again. Run again, a REINDEX whose failure was announced would build a
+    staging collection nobody deletes any more."""
+    write_texts(tmp_path / "outside", 2)
+    collection = snapshot()
+    publish_usage = OperationEvents.usage
+    lost: list[str] = []
+
+    async def usage_lost_once(self: OperationEvents, order, change) -> None:
+        if not lost:
+            lost.append(order.operation_id)
+            raise ConnectionError("nats-server went away")
+        await publish_usage(self, order, change)
+
+    monkeypatch.setattr(OperationEvents, "usage", usage_lost_once)
+    indexer.start_consuming()
+    command = index_command(collection, directory(tmp_path / "outside"))
+    events = await indexer.run("INDEX", command)
+
+    assert lost == [command.operation_id]
+    starts = [e.payload.step for e in events if e.kind == "StepStarted"]
+    assert starts and len(starts) == len(set(starts)), starts  # no step ran twice
+    first, again = [e for e in events if e.kind == "OperationFailed"]
+    assert first.event_id == again.event_id and first.payload == again.payload
+    assert first.payload.error.type == "INVALID_SOURCE_PATH"
+    [usage] = [e for e in events if e.kind == "UsageDelta"]
+    assert usage.payload.collections_delta == 1
+    run = await indexer.journal.run(command.operation_id)
+    assert run.outcome is Outcome.FAILED and run.finished
+
+
 async def test_reindex_fails_at_preflight_on_an_indexer_not_set_up_for_it(
     indexer: Indexer,
 ) -> None:

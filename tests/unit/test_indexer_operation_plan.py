@@ -75,12 +75,16 @@ def test_usage_delta_is_after_minus_before() -> None:
 
 def test_infrastructure_errors_are_transient_and_step_errors_are_not() -> None:
     assert is_transient(asyncpg.exceptions.ConnectionDoesNotExistError("gone"))
+    # A connection a SIGKILLed Postgres dropped mid-call, once it is back.
+    assert is_transient(asyncpg.exceptions.InternalClientError("another operation in progress"))
+    assert is_transient(asyncpg.exceptions.CannotConnectNowError("starting up"))
     assert is_transient(nats.errors.ConnectionClosedError())
     assert is_transient(TimeoutError())
     assert is_transient(Unavailable("nats away", reason="BACKEND_UNAVAILABLE"))
     assert not is_transient(Unavailable("no embedder", reason="EMBEDDER_UNAVAILABLE"))
     assert not is_transient(InvalidArgument("bad path", reason="INVALID_SOURCE_PATH"))
     assert not is_transient(ValueError("a bug"))
+    assert not is_transient(FileNotFoundError("a source file gone"))
 
 
 def test_failures_carry_their_type_and_a_sanitised_message() -> None:

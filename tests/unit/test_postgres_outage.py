@@ -9,9 +9,8 @@ import asyncio
 
 from asyncpg.exceptions import InternalClientError
 
-from kit.db.outage import POSTGRES_OUTAGE
+from kit.db.outage import POSTGRES_OUTAGE, POSTGRES_UNAVAILABLE
 from kit.outbox import OutboxDispatcher
-from orchestrator.adapters.postgres_errors import POSTGRES_UNAVAILABLE
 
 BROKEN = InternalClientError("cannot switch to state 15; another operation (2) is in progress")
 

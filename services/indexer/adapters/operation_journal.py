@@ -2,9 +2,11 @@
 
 A command is delivered at least once; this is what makes the second delivery
 resume instead of starting over: the run row (the collection's figures before
-the first step, and the outcome once announced), each completed step with its
-checkpoint and the exact ``StepCompleted`` it announced, and the cancels heard.
-Each method is one statement, so one transaction.
+the first step; the outcome, recorded with the exact event that announces it
+and the figures after it before it is announced; when that announcing was
+done), each completed step with its checkpoint and the exact ``StepCompleted``
+it announced, and the cancels heard. Each method is one statement, so one
+transaction.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ class RunRecord:
     operation_type: str
     before: CollectionFigures
     outcome: Outcome | None
+    ending: bytes | None = None  # the serialised outcome event; None: none is announced
+    after: CollectionFigures | None = None  # the collection's figures at the outcome
+    finished: bool = False  # the outcome was announced and its usage published
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
 
 
 @dataclass(frozen=True)
@@ -87,21 +96,40 @@ class OperationJournal:
         )
         return _run_from(row) if row is not None else None
 
-    async def finish_run(self, operation_id: str, outcome: Outcome) -> None:
-        """Mark the outcome announced; the first outcome stays."""
-        await self._pool.execute(
-            f"""UPDATE {self._s}.operation_runs SET outcome = $2, ended_at = now()
-                WHERE operation_id = $1 AND outcome IS NULL""",
+    async def record_ending(
+        self,
+        operation_id: str,
+        outcome: Outcome,
+        ending: bytes | None,
+        after: CollectionFigures,
+    ) -> RunRecord:
+        """Record how the run ended, before it is announced; the first ending
+        recorded stays (two deliveries racing) and is returned."""
+        row = await self._pool.fetchrow(
+            f"""WITH ended AS (
+                    UPDATE {self._s}.operation_runs SET outcome = $2, ending = $3,
+                        documents_after = $4, vectors_after = $5, bytes_after = $6
+                    WHERE operation_id = $1 AND outcome IS NULL RETURNING *)
+                SELECT * FROM ended
+                UNION ALL
+                SELECT * FROM {self._s}.operation_runs
+                WHERE operation_id = $1 AND NOT EXISTS (SELECT 1 FROM ended)""",
             uuid.UUID(operation_id),
             str(outcome),
+            ending,
+            after.documents,
+            after.vectors,
+            after.bytes,
         )
+        return _run_from(row)
 
-    async def outcome(self, operation_id: str) -> Outcome | None:
-        value = await self._pool.fetchval(
-            f"SELECT outcome FROM {self._s}.operation_runs WHERE operation_id = $1",
+    async def finish_run(self, operation_id: str) -> None:
+        """The recorded ending was announced: a later delivery has nothing to do."""
+        await self._pool.execute(
+            f"""UPDATE {self._s}.operation_runs SET ended_at = coalesce(ended_at, now())
+                WHERE operation_id = $1 AND outcome IS NOT NULL""",
             uuid.UUID(operation_id),
         )
-        return Outcome(value) if value else None
 
     # --- steps -----------------------------------------------------------------------
 
@@ -176,6 +204,9 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 
 def _run_from(row: asyncpg.Record) -> RunRecord:
+    after = None
+    if row["documents_after"] is not None:
+        after = CollectionFigures(row["documents_after"], row["vectors_after"], row["bytes_after"])
     return RunRecord(
         operation_id=str(row["operation_id"]),
         collection_id=str(row["collection_id"]),
@@ -184,6 +215,9 @@ def _run_from(row: asyncpg.Record) -> RunRecord:
             row["documents_before"], row["vectors_before"], row["bytes_before"]
         ),
         outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        ending=bytes(row["ending"]) if row["ending"] is not None else None,
+        after=after,
+        finished=row["ended_at"] is not None,
     )
 
 

@@ -19,7 +19,8 @@ from structlog.contextvars import bound_contextvars
 
 from kit import metrics
 from kit.auth import Principal, TokenAuthenticator
-from kit.errors import DomainError, NotImplementedYet
+from kit.db.outage import POSTGRES_CONNECTION_LOST
+from kit.errors import DomainError, NotImplementedYet, Unavailable
 from kit.grpc.status import STATUS_DETAILS_KEY, grpc_code, to_status
 from kit.logs import bind_ids, get_logger
 from kit.tracing import TRACE_ID_HEADER, incoming_trace_id
@@ -218,14 +219,33 @@ class MetricsInterceptor(_WrappingInterceptor):
         return wrap_handler(handler, around, around_stream)
 
 
+# A backend (Postgres) out of reach for a moment: the caller should try again.
+_BACKEND_GONE = (ConnectionError, *POSTGRES_CONNECTION_LOST)
+
+
 class ErrorInterceptor(_WrappingInterceptor):
-    """Domain errors become their status code with an ErrorInfo; anything else is INTERNAL."""
+    """Domain errors become their status code with an ErrorInfo; a backend out of
+    reach is UNAVAILABLE ``BACKEND_UNAVAILABLE`` (a retry may succeed, so callers
+    must not take it for a bug); anything else is INTERNAL."""
 
     def wrap(self, handler, details, service, method):
         async def fail(context: grpc.aio.ServicerContext, error: Exception) -> None:
             if isinstance(error, NotImplementedError) and not isinstance(error, DomainError):
                 error = NotImplementedYet(
                     f"{service}/{method} is not implemented yet", reason="NOT_IMPLEMENTED"
+                )
+            elif isinstance(error, _BACKEND_GONE):
+                log.warning(
+                    "rpc.backend_unavailable",
+                    method=method,
+                    grpc_service=service,
+                    error=repr(error),
+                )
+                postgres = isinstance(error, POSTGRES_CONNECTION_LOST)
+                error = Unavailable(
+                    f"{'Postgres' if postgres else 'a backend'} is unavailable; try again",
+                    reason="BACKEND_UNAVAILABLE",
+                    metadata={"backend": "postgres"} if postgres else {},
                 )
             if not isinstance(error, DomainError):
                 # The cause goes to the log, never to the client: it may hold paths or secrets.
