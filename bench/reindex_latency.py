@@ -11,6 +11,9 @@ searches, not over the few slowest of a short run.
   switch           CompleteReindex (the orchestrator's one transaction) plus the
                    alias move, per reindex, from the indexer's own histogram
                    ``vectorops_indexer_reindex_switch_duration_seconds``
+A reindex's reprocessing embeds in smaller batches, one at a time
+(``VECTOROPS_INDEXER_REINDEX_EMBED_*``), and the staging collection's index is
+built on all CPUs but one, so that the live collection's searches keep theirs.
 Target (issue 5): with the hashing model, search p99 during a reindex ≤ 2× idle
 p99. With MiniLM on the CPU the same figures are reported: queries take priority
 over bulk embedding in Triton, so the ratio shows how well that holds. Exit

@@ -33,6 +33,11 @@ class IndexerSettings(Settings):
     indexer_embed_batch_chunks: int = Field(default=64, ge=1)
     indexer_embed_in_flight: int = Field(default=8, ge=1)
     indexer_embed_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A REINDEX re-embeds a live collection in the background: smaller batches and
+    # fewer at once, so that the searches it serves meanwhile keep their latency
+    # (``make bench``). Raise them to reindex faster where CPUs are to spare.
+    indexer_reindex_embed_batch_chunks: int = Field(default=16, ge=1)
+    indexer_reindex_embed_in_flight: int = Field(default=1, ge=1)
     # How long an operation keeps waiting for an unreachable embedder before it fails.
     indexer_embedder_wait_seconds: float = Field(default=300.0, gt=0)
     # Progress events at most this often per operation.

@@ -32,6 +32,7 @@ from indexer.operation_runner import OperationRunner
 from indexer.operations.base import OperationServices
 from indexer.operations.reindex_services import ReindexServices
 from indexer.operations.switch_services import SwitchServices
+from indexer.pipeline import PipelineLimits
 from indexer.reconciler import AliasReconciler
 from indexer.search import Searcher
 from indexer.search_servicer import SearchServicer
@@ -115,6 +116,10 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         default_thresholds=settings.validation_thresholds(),
         probe_words=settings.indexer_validation_probe_words,
         probe_scan_points=settings.indexer_validation_probe_scan_points,
+        limits=PipelineLimits(
+            batch_chunks=settings.indexer_reindex_embed_batch_chunks,
+            in_flight=settings.indexer_reindex_embed_in_flight,
+        ),
     )
     services = OperationServices(
         repository=repository,

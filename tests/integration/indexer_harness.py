@@ -167,7 +167,8 @@ async def eventually(
 class Gate:
     """The queue embedder, with a latch: after ``hold_after(n)``, calls past the
     n-th wait for ``open()`` — a point mid-ingest (or mid-reprocessing) where the
-    test can act. Every option of a call is passed on."""
+    test can act. Every option of a call is passed on. It keeps the size of each
+    batch and the most batches it saw out at once."""
 
     def __init__(self, queue: QueueEmbedder) -> None:
         self._queue = queue
@@ -175,6 +176,9 @@ class Gate:
         self._calls = 0
         self.held = asyncio.Event()
         self._release = asyncio.Event()
+        self.batch_sizes: list[int] = []
+        self.most_at_once = 0
+        self._out = 0
 
     def hold_after(self, calls: int) -> None:
         self._limit, self._calls = calls, 0
@@ -191,10 +195,16 @@ class Gate:
 
             async def gated(model: str, texts: list[str], **options: Any):
                 self._calls += 1
-                if self._limit is not None and self._calls > self._limit:
-                    self.held.set()
-                    await self._release.wait()
-                return await embed(model, texts, **options)
+                self.batch_sizes.append(len(texts))
+                self._out += 1
+                self.most_at_once = max(self.most_at_once, self._out)
+                try:
+                    if self._limit is not None and self._calls > self._limit:
+                        self.held.set()
+                        await self._release.wait()
+                    return await embed(model, texts, **options)
+                finally:
+                    self._out -= 1
 
             yield gated
 

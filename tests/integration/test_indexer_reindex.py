@@ -75,6 +75,7 @@ from indexer.operation_events import OperationEvents
 from indexer.operation_runner import OperationRunner
 from indexer.operations.base import OperationOrder, OperationServices
 from indexer.operations.reindex_services import ReindexServices
+from indexer.pipeline import PipelineLimits
 from kit.auth import Principal, Role, TokenAuthenticator, digest
 from kit.bus.jetstream import Delivery, JetStream
 from kit.bus.object_store import UPLOADS_BUCKET, ObjectBucket, upload_object_name
@@ -105,6 +106,8 @@ CHECKPOINT_KEYS = {
     "staging": {"staging_collection", "created_at"},
     "reprocessing": {"documents_done", "documents_failed", "vectors_written", "bytes_written"},
 }
+# An INDEX here sends batches of 8 chunks, 2 at once; a REINDEX's reprocessing these.
+REPROCESSING_LIMITS = PipelineLimits(batch_chunks=3, in_flight=1)
 CHECK_NAMES = ["point_count", "topk_overlap", "score_drift", "collection_status"]
 TOPICS = ["tides", "glaciers", "kettles", "basalt", "orchards", "lighthouses"]
 
@@ -252,7 +255,9 @@ async def reindexer(
         source_roots=[roots],
         embed_for=gate.for_operation,
         uploads=uploads,
-        reindex=ReindexServices(runs=runs, queries=queries, resources=resources),
+        reindex=ReindexServices(
+            runs=runs, queries=queries, resources=resources, limits=REPROCESSING_LIMITS
+        ),
         embed_batch_chunks=8,
         embed_in_flight=2,
         progress_interval_seconds=0.05,
@@ -507,6 +512,26 @@ async def test_reindex_to_smaller_chunks_builds_staging_and_validates_it(
     assert await live_state(reindexer, collection) == live
 
 
+async def test_reprocessing_embeds_in_the_gentler_batches_of_a_reindex(
+    reindexer: Reindexer,
+) -> None:
+    """A REINDEX re-embeds a collection that keeps serving: its batches are the
+    reindex's (smaller, one at a time), not an INDEX's (8 chunks, 2 at once)."""
+    collection, _ = await indexed(reindexer)
+    assert max(reindexer.gate.batch_sizes) == 8 and reindexer.gate.most_at_once == 2
+    reindexer.gate.batch_sizes.clear()
+    reindexer.gate.most_at_once = 0
+    command = reindex_command(collection, chunk_size=16, chunk_overlap=2)
+    reindexer.events.pause_after = "reprocessing"
+    await reindexer.send("REINDEX", command)
+    await reindexer.paused()
+    sizes = reindexer.gate.batch_sizes
+    assert sizes and max(sizes) == REPROCESSING_LIMITS.batch_chunks, sizes
+    assert reindexer.gate.most_at_once == REPROCESSING_LIMITS.in_flight
+    ended = await reindexer.cancel_paused(command.operation_id, collection.collection_id)
+    assert lifecycle(ended)[-1] == ("OperationCancelled", "")
+
+
 async def test_reindex_to_another_model_probes_each_side_with_its_own_model(
     reindexer: Reindexer,
 ) -> None:
@@ -598,7 +623,8 @@ async def test_killed_mid_reprocessing_resumes_with_each_chunk_in_staging_once(
 
     command = reindex_command(collection, chunk_size=12, chunk_overlap=2)
     op = command.operation_id
-    reindexer.gate.hold_after(3)
+    # Enough batches of the reindex's small ones for a few documents to be staged.
+    reindexer.gate.hold_after(12)
     await reindexer.send("REINDEX", command)
     msg, first = await handle_next()
 

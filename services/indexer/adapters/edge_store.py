@@ -77,6 +77,16 @@ _DISTANCES = {
 }
 
 
+# Qdrant's defaults, but an index build leaves a CPU to the searches: the build of
+# a reindex's staging collection runs while the live one serves (issue 5's bench).
+_HNSW = qe.HnswIndexConfig(
+    m=16,
+    ef_construct=100,
+    full_scan_threshold=10_000,
+    max_indexing_threads=max(1, (os.cpu_count() or 1) - 1),
+)
+
+
 def _edge_config(config: CollectionConfig, indexing_threshold_kb: int | None) -> qe.EdgeConfig:
     datatype = qe.VectorStorageDatatype.Float32
     quantization = None
@@ -92,7 +102,12 @@ def _edge_config(config: CollectionConfig, indexing_threshold_kb: int | None) ->
         size=config.dimension, distance=_DISTANCES[config.distance], datatype=datatype
     )
     optimizers = qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
-    return qe.EdgeConfig(vectors=vectors, quantization_config=quantization, optimizers=optimizers)
+    return qe.EdgeConfig(
+        vectors=vectors,
+        quantization_config=quantization,
+        optimizers=optimizers,
+        hnsw_config=_HNSW,
+    )
 
 
 def _edge_filter(filter: PayloadFilter | None) -> qe.Filter | None:

@@ -50,7 +50,6 @@ from indexer.operations.base import (
 )
 from indexer.operations.reindex_services import ReindexServices
 from indexer.operations.reindex_switch import cleanup_step, switch_step
-from indexer.pipeline import PipelineLimits
 from indexer.reprocessing import (
     Reprocessor,
     StagingTarget,
@@ -202,9 +201,6 @@ async def reprocessing(ctx: StepContext) -> StepOutput:
         await ctx.report()
 
     reporter = ProgressReporter(figures, progress, services.progress_interval_seconds)
-    limits = PipelineLimits(
-        batch_chunks=services.embed_batch_chunks, in_flight=services.embed_in_flight
-    )
     async with services.embed_for(order.operation_id, order.collection_id) as embed:
         reprocessor = Reprocessor(
             runs,
@@ -213,7 +209,7 @@ async def reprocessing(ctx: StepContext) -> StepOutput:
             target,
             figures,
             reporter,
-            limits,
+            reindex.limits,
             ctx.cancel.is_set,
             source_roots=services.source_roots,
             uploads=services.uploads,
