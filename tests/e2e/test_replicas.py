@@ -128,7 +128,9 @@ def test_operations_complete_exactly_once_while_replicas_die(
         assert len(replicated.replica_endpoints(service)) == REPLICAS, service
     root = replicated.options.roots()[0] / f"replicas-{uuid.uuid4().hex[:6]}"
     write_text_corpus(root / "first", 150, 160, seed=3)
-    write_text_corpus(root / "second", 150, 160, seed=5)
+    # Larger: an APPEND with both indexers and embedders up is quick, and must
+    # still be running when the kill lands.
+    write_text_corpus(root / "second", 450, 160, seed=5)
 
     created = _retrying(
         lambda: client.create("replicas", config(chunk_size=48), [directory(str(root / "first"))])
@@ -148,7 +150,7 @@ def test_operations_complete_exactly_once_while_replicas_die(
     )
     final = _ended(client, appended.operation.id)
     assert final.status == operation_pb2.OPERATION_STATUS_COMPLETED, final.error
-    _every_chunk_once(client, collection_id, 300)
+    _every_chunk_once(client, collection_id, 600)
     restart()
 
     generation = _retrying(lambda: client.get(collection_id)).generation
@@ -163,7 +165,7 @@ def test_operations_complete_exactly_once_while_replicas_die(
     final = _ended(client, reindex.id)
     assert final.status == operation_pb2.OPERATION_STATUS_COMPLETED, final.error
     assert _retrying(lambda: client.get(collection_id)).generation == generation + 1
-    _every_chunk_once(client, collection_id, 300)
+    _every_chunk_once(client, collection_id, 600)
     restart()
     # Either indexer serves search, over the one shared store.
     for endpoint in replicated.replica_endpoints(ServiceName.INDEXER):

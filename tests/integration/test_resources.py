@@ -642,6 +642,8 @@ async def test_two_replicas_sharing_the_usage_consumer_apply_each_delta_once(
             data = envelope.SerializeToString()
             ack = await buses[0].publish(USAGE_DELTA, data, msg_id=f"{owner}-{n}-{copy}")
     stop = asyncio.Event()
+    # Made before the replicas start, so that it is there to be asked about.
+    await buses[0].ensure_consumer(spec)
 
     def replica(index: int):
         consumer = UsageConsumer(repositories[index])
