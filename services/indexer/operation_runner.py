@@ -170,13 +170,21 @@ class OperationRunner:
         """The collection's figures now, from the repository."""
         return CollectionFigures(*await self.services.repository.counts(order.collection_id))
 
-    async def end(self, order: OperationOrder, outcome: Outcome, event: Message | None) -> None:
+    async def end(
+        self,
+        order: OperationOrder,
+        outcome: Outcome,
+        event: Message | None,
+        after: CollectionFigures | None = None,
+    ) -> None:
         """Record how the run ended (with ``event``, the outcome to announce, and
-        the collection's figures now), then announce it. Recorded first, so a
+        ``after``, the collection's figures now: measured here unless the caller
+        measured them already), then announce it. Recorded first, so a
         delivery after a crash announces this same ending and runs no step again:
         the operation's failure announced, then its steps run again, would build
         what nobody winds up any more (a REINDEX's staging collection)."""
-        after = await self.figures(order)
+        if after is None:
+            after = await self.figures(order)
         ending = event.SerializeToString() if event is not None else None
         run = await self.journal.record_ending(order.operation_id, outcome, ending, after)
         await self._finish_ending(order, run)
@@ -390,7 +398,7 @@ class _Execution:
             vector_count=after.vectors,
             stored_bytes=after.bytes,
         )
-        await self._runner.end(order, Outcome.COMPLETED, payload)
+        await self._runner.end(order, Outcome.COMPLETED, payload, after)
         log.info("operation.completed", operation_id=order.operation_id, type=order.type)
 
     async def _failed(self, error: Exception) -> None:

@@ -108,37 +108,40 @@ async def test_unknown_token_is_unauthenticated_on_unary_and_stream(served) -> N
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+async def _failed_call(channel, kind: str):
+    """``Fail`` raising the error of ``kind``: the status the client got, and its ErrorInfo."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "Fail")(Text(value=kind), metadata=AUTH)
+    info = error_info(status_from_rpc_error(caught.value))
+    assert info is not None
+    return caught.value, info
+
+
 async def test_domain_error_maps_to_its_code_with_error_info(served) -> None:
     _, _, channel = served
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Fail")(Text(value="domain"), metadata=AUTH)
-    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-    assert caught.value.details() == "collection c9 not found"
-    info = error_info(status_from_rpc_error(caught.value))
-    assert info is not None and info.reason == "COLLECTION_NOT_FOUND"
+    error, info = await _failed_call(channel, "domain")
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details() == "collection c9 not found"
+    assert info.reason == "COLLECTION_NOT_FOUND"
 
 
 async def test_postgres_connection_lost_is_unavailable_not_internal(served) -> None:
     """A Postgres outage under an RPC is one to retry (UNAVAILABLE), not a bug:
     a caller that takes INTERNAL for final would fail what a retry finishes."""
     _, _, channel = served
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Fail")(Text(value="postgres-gone"), metadata=AUTH)
-    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert "middle of operation" not in caught.value.details()
-    info = error_info(status_from_rpc_error(caught.value))
-    assert info is not None and info.reason == "BACKEND_UNAVAILABLE"
+    error, info = await _failed_call(channel, "postgres-gone")
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert "middle of operation" not in error.details()
+    assert info.reason == "BACKEND_UNAVAILABLE"
     assert dict(info.metadata) == {"backend": "postgres"}
 
 
 async def test_unexpected_error_is_internal_and_reveals_nothing(served) -> None:
     _, _, channel = served
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Fail")(Text(value="bug"), metadata=AUTH)
-    assert caught.value.code() is grpc.StatusCode.INTERNAL
-    assert "/home/alice" not in caught.value.details()
-    info = error_info(status_from_rpc_error(caught.value))
-    assert info is not None and info.reason == "INTERNAL"
+    error, info = await _failed_call(channel, "bug")
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "/home/alice" not in error.details()
+    assert info.reason == "INTERNAL"
 
 
 async def test_stream_error_after_messages_keeps_the_messages_and_maps_the_error(served) -> None:
