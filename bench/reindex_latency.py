@@ -11,9 +11,11 @@ searches, not over the few slowest of a short run.
   switch           CompleteReindex (the orchestrator's one transaction) plus the
                    alias move, per reindex, from the indexer's own histogram
                    ``vectorops_indexer_reindex_switch_duration_seconds``
-A reindex's reprocessing embeds in smaller batches, one at a time
-(``VECTOROPS_INDEXER_REINDEX_EMBED_*``), and the staging collection's index is
-built on all CPUs but one, so that the live collection's searches keep theirs.
+A reindex's reprocessing embeds in smaller batches, one at a time, at most
+400 chunks a second (``VECTOROPS_INDEXER_REINDEX_*``); the staging collection's
+index is built on all CPUs but one, at idle priority; the hashing models run two
+Triton instances, so a query finds one free beside a bulk batch. All of it so
+that the live collection's searches keep their CPU.
 Target (issue 5): with the hashing model, search p99 during a reindex ≤ 2× idle
 p99. With MiniLM on the CPU the same figures are reported: queries take priority
 over bulk embedding in Triton, so the ratio shows how well that holds. Exit

@@ -38,6 +38,10 @@ class IndexerSettings(Settings):
     # (``make bench``). Raise them to reindex faster where CPUs are to spare.
     indexer_reindex_embed_batch_chunks: int = Field(default=16, ge=1)
     indexer_reindex_embed_in_flight: int = Field(default=1, ge=1)
+    # And it sends no more than this many chunks a second (0: no limit). On two
+    # cores an unpaced reindex keeps both busy and doubles the search p99 (make
+    # bench); raise it (or set 0) where the machine has CPUs or a GPU to spare.
+    indexer_reindex_chunks_per_second: float = Field(default=400.0, ge=0)
     # How long an operation keeps waiting for an unreachable embedder before it fails.
     indexer_embedder_wait_seconds: float = Field(default=300.0, gt=0)
     # Progress events at most this often per operation.

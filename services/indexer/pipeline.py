@@ -5,7 +5,8 @@
   queue;
 - embed: the chunks of consecutive documents packed into batches of
   ``batch_chunks`` (spanning documents, so small files still fill a batch), up to
-  ``in_flight`` batches out at once;
+  ``in_flight`` batches out at once, and no more than ``chunks_per_second`` chunks
+  a second when that is set (a REINDEX, beside the searches of a live collection);
 - write: a document whose every chunk has its result goes to the writer, which
   writes whatever has finished meanwhile as one group (``DocumentWriter``).
 
@@ -34,6 +35,7 @@ import numpy as np
 from indexer.document_writer import DocumentInFlight, DocumentWriter
 from indexer.domain.chunking import Tokenizer, chunk
 from indexer.domain.documents import content_hash
+from indexer.domain.pacing import Pacer
 from indexer.extraction import ExtractionError, ExtractionFailure, extract
 from indexer.ingest_progress import ProgressReporter
 from kit.background import in_background
@@ -97,6 +99,7 @@ class PipelineLimits:
     batch_chunks: int = 64
     in_flight: int = 8
     window_documents: int = 64  # prepared documents waiting for their batch
+    chunks_per_second: float | None = None  # None: as fast as the embedder answers
 
 
 def _groups(documents: Iterable[SourceDocument]) -> Iterator[list[SourceDocument]]:
@@ -229,12 +232,15 @@ class IngestPipeline:
         """Batch the prepared documents' chunks and send the batches; True once every
         batch has its result, False when cancelled first."""
         slots = asyncio.Semaphore(self._limits.in_flight)
+        pacer = Pacer(self._limits.chunks_per_second)
         running: set[asyncio.Task[None]] = set()
         batch: list[tuple[DocumentInFlight, int]] = []
 
         async def send() -> bool:
             nonlocal batch
             await slots.acquire()
+            if delay := pacer.delay_for(len(batch)):
+                await asyncio.sleep(delay)
             if self._cancelled():
                 slots.release()
                 return False

@@ -167,8 +167,8 @@ async def eventually(
 class Gate:
     """The queue embedder, with a latch: after ``hold_after(n)``, calls past the
     n-th wait for ``open()`` — a point mid-ingest (or mid-reprocessing) where the
-    test can act. Every option of a call is passed on. It keeps the size of each
-    batch and the most batches it saw out at once."""
+    test can act. Every option of a call is passed on. It keeps the size and the
+    sending time of each batch, and the most batches it saw out at once."""
 
     def __init__(self, queue: QueueEmbedder) -> None:
         self._queue = queue
@@ -177,6 +177,7 @@ class Gate:
         self.held = asyncio.Event()
         self._release = asyncio.Event()
         self.batch_sizes: list[int] = []
+        self.sent_at: list[float] = []  # time.monotonic() of each batch
         self.most_at_once = 0
         self._out = 0
 
@@ -196,6 +197,7 @@ class Gate:
             async def gated(model: str, texts: list[str], **options: Any):
                 self._calls += 1
                 self.batch_sizes.append(len(texts))
+                self.sent_at.append(time.monotonic())
                 self._out += 1
                 self.most_at_once = max(self.most_at_once, self._out)
                 try:

@@ -106,8 +106,12 @@ CHECKPOINT_KEYS = {
     "staging": {"staging_collection", "created_at"},
     "reprocessing": {"documents_done", "documents_failed", "vectors_written", "bytes_written"},
 }
-# An INDEX here sends batches of 8 chunks, 2 at once; a REINDEX's reprocessing these.
-REPROCESSING_LIMITS = PipelineLimits(batch_chunks=3, in_flight=1)
+# An INDEX here sends batches of 8 chunks, 2 at once; a REINDEX's reprocessing these,
+# at a pace well below what the embedder answers here (a batch every 20 ms).
+REPROCESSING_PACE = 150  # chunks a second
+REPROCESSING_LIMITS = PipelineLimits(
+    batch_chunks=3, in_flight=1, chunks_per_second=REPROCESSING_PACE
+)
 CHECK_NAMES = ["point_count", "topk_overlap", "score_drift", "collection_status"]
 TOPICS = ["tides", "glaciers", "kettles", "basalt", "orchards", "lighthouses"]
 
@@ -516,10 +520,12 @@ async def test_reprocessing_embeds_in_the_gentler_batches_of_a_reindex(
     reindexer: Reindexer,
 ) -> None:
     """A REINDEX re-embeds a collection that keeps serving: its batches are the
-    reindex's (smaller, one at a time), not an INDEX's (8 chunks, 2 at once)."""
+    reindex's (smaller, one at a time, paced), not an INDEX's (8 chunks, 2 at once,
+    as fast as they are answered)."""
     collection, _ = await indexed(reindexer)
     assert max(reindexer.gate.batch_sizes) == 8 and reindexer.gate.most_at_once == 2
     reindexer.gate.batch_sizes.clear()
+    reindexer.gate.sent_at.clear()
     reindexer.gate.most_at_once = 0
     command = reindex_command(collection, chunk_size=16, chunk_overlap=2)
     reindexer.events.pause_after = "reprocessing"
@@ -528,6 +534,11 @@ async def test_reprocessing_embeds_in_the_gentler_batches_of_a_reindex(
     sizes = reindexer.gate.batch_sizes
     assert sizes and max(sizes) == REPROCESSING_LIMITS.batch_chunks, sizes
     assert reindexer.gate.most_at_once == REPROCESSING_LIMITS.in_flight
+    # Each batch waited out the share of time of the chunks sent before it.
+    sent = reindexer.gate.sent_at
+    assert len(sizes) >= 5, sizes
+    paced_seconds = sum(sizes[:-1]) / REPROCESSING_PACE
+    assert sent[-1] - sent[0] >= 0.9 * paced_seconds, (sent[-1] - sent[0], paced_seconds)
     ended = await reindexer.cancel_paused(command.operation_id, collection.collection_id)
     assert lifecycle(ended)[-1] == ("OperationCancelled", "")
 

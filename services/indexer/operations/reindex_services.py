@@ -42,4 +42,4 @@ class ReindexServices:
     probe_scan_points: int = 10_000  # live points the probe sample is drawn from, at most
     # Reprocessing runs in the background of a live collection: smaller batches and
     # fewer at once than an INDEX or APPEND, so that its searches keep their latency.
-    limits: PipelineLimits = PipelineLimits(batch_chunks=16, in_flight=1)
+    limits: PipelineLimits = PipelineLimits(batch_chunks=16, in_flight=1, chunks_per_second=400)
