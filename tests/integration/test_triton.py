@@ -286,6 +286,27 @@ async def test_query_overtakes_queued_bulk_batches(triton_client: TritonClient) 
     assert order.index("query") <= 2, order
 
 
+async def test_a_hashing_query_is_answered_beside_a_running_bulk_batch(
+    triton_client: TritonClient,
+) -> None:
+    """The hashing models run two instances: a query sent while a long bulk batch
+    runs (64 texts of 8000 words: about a quarter of a second) is answered by the
+    free one, before that batch. With one instance it waited for the batch, and
+    then in the queue until another request came."""
+    long_text = " ".join(f"w{i}" for i in range(8000))
+    order: list[str] = []
+
+    async def run(name: str, texts: list[str], priority: int) -> None:
+        await triton_client.embed(HASH, texts, priority=priority, timeout_s=60)
+        order.append(name)
+
+    bulk = asyncio.create_task(run("bulk", [long_text] * 64, 2))
+    await asyncio.sleep(0.08)  # the bulk batch has reached an instance and runs
+    await run("query", ["reset my password"], 1)
+    await bulk
+    assert order == ["query", "bulk"]
+
+
 async def test_invalid_text_fails_only_its_own_request(triton_client: TritonClient) -> None:
     """A lone surrogate is not UTF-8: the model refuses that request and keeps serving."""
     good = asyncio.create_task(triton_client.embed(HASH, ["fine text"], priority=2))
