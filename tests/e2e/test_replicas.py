@@ -127,10 +127,10 @@ def test_operations_complete_exactly_once_while_replicas_die(
     for service in SERVICES:
         assert len(replicated.replica_endpoints(service)) == REPLICAS, service
     root = replicated.options.roots()[0] / f"replicas-{uuid.uuid4().hex[:6]}"
-    write_text_corpus(root / "first", 150, 160, seed=3)
-    # Larger: an APPEND with both indexers and embedders up is quick, and must
-    # still be running when the kill lands.
-    write_text_corpus(root / "second", 450, 160, seed=5)
+    # Large enough that each operation is still running when its kill lands: with
+    # both indexers and embedders up, hundreds of documents take under a second.
+    write_text_corpus(root / "first", 1200, 160, seed=3)
+    write_text_corpus(root / "second", 1200, 160, seed=5)
 
     created = _retrying(
         lambda: client.create("replicas", config(chunk_size=48), [directory(str(root / "first"))])
@@ -140,7 +140,7 @@ def test_operations_complete_exactly_once_while_replicas_die(
     restart = _kill_and_restart(replicated, 0, (ServiceName.INDEXER, ServiceName.EMBEDDER))
     final = _ended(client, created.operation.id)
     assert final.status == operation_pb2.OPERATION_STATUS_COMPLETED, final.error
-    _every_chunk_once(client, collection_id, 150)
+    _every_chunk_once(client, collection_id, 1200)
     restart()
 
     appended = _retrying(lambda: client.add_source(collection_id, directory(str(root / "second"))))
@@ -150,7 +150,7 @@ def test_operations_complete_exactly_once_while_replicas_die(
     )
     final = _ended(client, appended.operation.id)
     assert final.status == operation_pb2.OPERATION_STATUS_COMPLETED, final.error
-    _every_chunk_once(client, collection_id, 600)
+    _every_chunk_once(client, collection_id, 2400)
     restart()
 
     generation = _retrying(lambda: client.get(collection_id)).generation
@@ -165,7 +165,7 @@ def test_operations_complete_exactly_once_while_replicas_die(
     final = _ended(client, reindex.id)
     assert final.status == operation_pb2.OPERATION_STATUS_COMPLETED, final.error
     assert _retrying(lambda: client.get(collection_id)).generation == generation + 1
-    _every_chunk_once(client, collection_id, 600)
+    _every_chunk_once(client, collection_id, 2400)
     restart()
     # Either indexer serves search, over the one shared store.
     for endpoint in replicated.replica_endpoints(ServiceName.INDEXER):
