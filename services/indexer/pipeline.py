@@ -99,7 +99,7 @@ class PipelineLimits:
     batch_chunks: int = 64
     in_flight: int = 8
     window_documents: int = 64  # prepared documents waiting for their batch
-    chunks_per_second: float | None = None  # None: as fast as the embedder answers
+    chunks_per_second: float | None = None  # None or 0: as fast as the embedder answers
 
 
 def _groups(documents: Iterable[SourceDocument]) -> Iterator[list[SourceDocument]]:

@@ -119,7 +119,7 @@ async def lifespan(ctx: ServiceContext) -> AsyncIterator[IndexerApp]:
         limits=PipelineLimits(
             batch_chunks=settings.indexer_reindex_embed_batch_chunks,
             in_flight=settings.indexer_reindex_embed_in_flight,
-            chunks_per_second=settings.indexer_reindex_chunks_per_second or None,
+            chunks_per_second=settings.indexer_reindex_chunks_per_second,
         ),
     )
     services = OperationServices(
