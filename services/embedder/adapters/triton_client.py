@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, service_pb2
 from tritonclient.utils import InferenceServerException
 
 from embedder import metrics
 from embedder.adapters.model_inputs import INPUT_IDS, pack_id_rows
+from kit.grpc.client import RECONNECT_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ _PROBE_TIMEOUT_S = 2.0
 # Gone, not ready, or not (yet) loaded: nothing this batch did wrong.
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.CANCELLED"}
 _DEADLINE = {"StatusCode.DEADLINE_EXCEEDED"}
+# tritonclient's message limits, and a restarted Triton found again within a second.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    *RECONNECT_OPTIONS,
+]
 
 
 class TritonError(Exception):
@@ -95,7 +102,7 @@ class TritonClient:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=_CHANNEL_OPTIONS)
         self._shapes: dict[str, _ModelShape] = {}
 
     async def close(self) -> None:

@@ -14,7 +14,16 @@ from grpc.aio import ClientCallDetails, Metadata
 from kit.grpc.message_limits import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from kit.tracing import TRACEPARENT, current_trace_id, traceparent
 
+# A peer that was down is found again within a second of its return. gRPC's own
+# backoff between connection attempts grows to 120 s, so a service (or Triton)
+# back after a minute's outage went unseen, its callers refused, for about as long.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+
 _CLIENT_OPTIONS = (
+    *RECONNECT_OPTIONS,
     ("grpc.keepalive_time_ms", 30_000),
     # An address may list several replicas (``ipv4:h:p1,h:p2``): spread the calls
     # over those that answer, instead of pinning all of them to the first.
