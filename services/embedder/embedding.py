@@ -294,7 +294,8 @@ class Embedder:
 
 async def _hedged(send: Callable[[], Awaitable[T]], after_seconds: float, model: str) -> T:
     """``send()``, and once more if the first has not answered ``after_seconds``
-    later; the first to end wins, the other is cancelled. With several bulk
+    later; the first to end wins, the other is abandoned (the backend lets its
+    request run to its end: cancelling one can crash Triton). With several bulk
     batches queued, Triton's priority scheduler now and then leaves a query
     waiting half a second; a second copy of a one-row query costs next to
     nothing and is served at once."""

@@ -7,6 +7,8 @@ and counts from them; the hashing model, which takes none, embeds the text."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from embedder.adapters.triton_host import TritonHost
 from indexer.adapters.tokenizers import tokenizer_for
 from kit.embedding_models import MINILM as MINILM_SPEC
 from kit.hash_embedding import hash_embed
+from kit.stack.process import log_tail
 
 pytestmark = pytest.mark.integration
 
@@ -305,6 +308,54 @@ async def test_a_hashing_query_is_answered_beside_a_running_bulk_batch(
     await run("query", ["reset my password"], 1)
     await bulk
     assert order == ["query", "bulk"]
+
+
+async def test_callers_that_give_up_abandon_their_requests_and_triton_keeps_serving() -> None:
+    """Triton 2.51 may crash (SIGSEGV) when a request is cancelled, or passes its gRPC
+    deadline, just as it completes, and hedged queries give up their slower copy all
+    the time. A caller that gives up abandons its request: it runs to its end. A
+    Triton of the test's own (hash_bow): when requests were cancelled, the storm
+    below killed it within a second or two."""
+    long_text = " ".join(f"w{i}" for i in range(8000))  # 64 of them: ~0.25 s
+    with tempfile.TemporaryDirectory(prefix="vo-triton-") as work_dir:
+        host = TritonHost(Path(work_dir), models=[HASH])
+        host.start()
+        client = TritonClient(host.url)
+        try:
+            await client.embed(HASH, ["warm up"], priority=1)
+            cancelled = asyncio.ensure_future(
+                client.embed(HASH, [long_text] * 64, priority=2, timeout_s=60)
+            )
+            while client.in_flight == 0:
+                await asyncio.sleep(0.005)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            with pytest.raises(TritonTimeout):
+                await client.embed(HASH, [long_text] * 64, priority=2, timeout_s=0.05)
+            assert client.in_flight == 2  # both still running in Triton
+            while client.in_flight:
+                await asyncio.sleep(0.02)
+
+            async def give_up(index: int) -> None:
+                call = client.embed(
+                    HASH, [f"query {index}"], priority=1, timeout_s=random.uniform(0.0005, 0.004)
+                )
+                task = asyncio.ensure_future(call)
+                if index % 2:
+                    await asyncio.sleep(random.uniform(0, 0.004))
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TritonTimeout):
+                    await task
+
+            for start in range(0, 6000, 8):
+                await asyncio.gather(*(give_up(i) for i in range(start, start + 8)))
+                assert host.pid is not None, log_tail(host.log_path)
+            served = await client.embed(HASH, ["still serving"], priority=1, timeout_s=5)
+            assert served.vectors.shape == (1, 384)
+        finally:
+            await client.close()
+            host.stop()
 
 
 async def test_invalid_text_fails_only_its_own_request(triton_client: TritonClient) -> None:

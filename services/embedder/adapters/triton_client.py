@@ -8,14 +8,22 @@ config declares ``INPUT_IDS`` also takes rows of token ids instead (see
 errors are turned into three exceptions the application layer can act on:
 ``TritonUnavailable`` (retry later, report NOT_SERVING), ``TritonModelError``
 (this batch failed: fail its chunks) and ``TritonTimeout`` (deadline spent).
+
+An inference request is never cancelled: Triton 2.51 (the nvidia-pytriton
+wheel's) may crash with SIGSEGV when a gRPC request is cancelled, or passes its
+client deadline, just as it completes (triton-inference-server/server#7368,
+fixed in 2.53). A caller that gives up, or whose deadline passes, abandons the
+request instead; it runs to its end and its answer is dropped. Triton itself
+rejects a request still queued past the deadline sent with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -27,6 +35,7 @@ from embedder.adapters.model_inputs import INPUT_IDS, pack_id_rows
 from kit.grpc.client import RECONNECT_OPTIONS
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INPUT = "TEXT"
 OUTPUT = "EMBEDDING"
@@ -37,6 +46,11 @@ _PROBE_TIMEOUT_S = 2.0
 # Gone, not ready, or not (yet) loaded: nothing this batch did wrong.
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.CANCELLED"}
 _DEADLINE = {"StatusCode.DEADLINE_EXCEEDED"}
+# gRPC's own deadline on an inference request: this long after the caller's, when
+# Triton is stuck rather than busy, so the channel does not hold the call forever.
+_STUCK_AFTER_S = 30.0
+# How long ``close`` waits for requests in flight: closing the channel cancels them.
+_DRAIN_S = 5.0
 # tritonclient's message limits, and a restarted Triton found again within a second.
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
@@ -104,8 +118,17 @@ class TritonClient:
         self.url = url
         self._client = grpcclient.InferenceServerClient(url, channel_args=_CHANNEL_OPTIONS)
         self._shapes: dict[str, _ModelShape] = {}
+        self._requests: set[asyncio.Future[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Inference requests sent and not answered yet, abandoned ones included."""
+        return len(self._requests)
 
     async def close(self) -> None:
+        """Close the channel once the requests in flight have ended (at most ``_DRAIN_S``)."""
+        if self._requests:
+            await asyncio.wait(set(self._requests), timeout=_DRAIN_S)
         await self._client.close()
 
     async def is_ready(self, model: str) -> bool:
@@ -177,8 +200,8 @@ class TritonClient:
         priority: int,
         timeout_s: float | None,
     ) -> Embeddings:
-        try:
-            result = await self._client.infer(
+        request = self._run_to_end(
+            self._client.infer(
                 model,
                 [tensor],
                 outputs=[
@@ -188,8 +211,14 @@ class TritonClient:
                 priority=priority,
                 # Triton's timeout is in microseconds; None means none.
                 timeout=max(1, int(timeout_s * 1_000_000)) if timeout_s else None,
-                client_timeout=timeout_s,
+                client_timeout=timeout_s + _STUCK_AFTER_S if timeout_s else None,
             )
+        )
+        try:
+            # shield: the caller's cancellation or deadline abandons the request.
+            result = await asyncio.wait_for(asyncio.shield(request), timeout_s)
+        except TimeoutError:
+            raise TritonTimeout(f"{model}: no answer in {timeout_s} s") from None
         except InferenceServerException as exc:
             error = _translate(exc, model)
             if isinstance(error, TritonUnavailable):
@@ -206,6 +235,18 @@ class TritonClient:
         return Embeddings(
             np.ascontiguousarray(vectors, dtype=np.float32), tokens.reshape(-1).astype(np.int32)
         )
+
+    def _run_to_end(self, call: Awaitable[T]) -> asyncio.Future[T]:
+        """``call`` as a task that runs to its end whoever stops waiting for it."""
+        request = asyncio.ensure_future(call)
+        self._requests.add(request)
+        request.add_done_callback(self._ended)
+        return request
+
+    def _ended(self, request: asyncio.Future[Any]) -> None:
+        self._requests.discard(request)
+        if not request.cancelled():
+            request.exception()  # an abandoned request's error is nobody's: not logged
 
     async def _shape(self, model: str, timeout_s: float | None) -> _ModelShape:
         """The model's max_batch_size and whether it takes ids, from its config, asked
