@@ -57,6 +57,8 @@ TEXTS = [
     "Blue-green reindexing switches an alias atomically after validation.",
     "Triton's dynamic batcher groups requests into one forward pass.",
 ]
+# 8000 words: a hashing batch of 64 of them runs about a quarter of a second.
+LONG_TEXT = " ".join(f"w{i}" for i in range(8000))
 
 
 @pytest.fixture(scope="module")
@@ -293,17 +295,16 @@ async def test_a_hashing_query_is_answered_beside_a_running_bulk_batch(
     triton_client: TritonClient,
 ) -> None:
     """The hashing models run two instances: a query sent while a long bulk batch
-    runs (64 texts of 8000 words: about a quarter of a second) is answered by the
+    runs (64 ``LONG_TEXT``: about a quarter of a second) is answered by the
     free one, before that batch. With one instance it waited for the batch, and
     then in the queue until another request came."""
-    long_text = " ".join(f"w{i}" for i in range(8000))
     order: list[str] = []
 
     async def run(name: str, texts: list[str], priority: int) -> None:
         await triton_client.embed(HASH, texts, priority=priority, timeout_s=60)
         order.append(name)
 
-    bulk = asyncio.create_task(run("bulk", [long_text] * 64, 2))
+    bulk = asyncio.create_task(run("bulk", [LONG_TEXT] * 64, 2))
     await asyncio.sleep(0.08)  # the bulk batch has reached an instance and runs
     await run("query", ["reset my password"], 1)
     await bulk
@@ -316,7 +317,6 @@ async def test_callers_that_give_up_abandon_their_requests_and_triton_keeps_serv
     the time. A caller that gives up abandons its request: it runs to its end. A
     Triton of the test's own (hash_bow): when requests were cancelled, the storm
     below killed it within a second or two."""
-    long_text = " ".join(f"w{i}" for i in range(8000))  # 64 of them: ~0.25 s
     with tempfile.TemporaryDirectory(prefix="vo-triton-") as work_dir:
         host = TritonHost(Path(work_dir), models=[HASH])
         host.start()
@@ -324,7 +324,7 @@ async def test_callers_that_give_up_abandon_their_requests_and_triton_keeps_serv
         try:
             await client.embed(HASH, ["warm up"], priority=1)
             cancelled = asyncio.ensure_future(
-                client.embed(HASH, [long_text] * 64, priority=2, timeout_s=60)
+                client.embed(HASH, [LONG_TEXT] * 64, priority=2, timeout_s=60)
             )
             while client.in_flight == 0:
                 await asyncio.sleep(0.005)
@@ -332,7 +332,7 @@ async def test_callers_that_give_up_abandon_their_requests_and_triton_keeps_serv
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             with pytest.raises(TritonTimeout):
-                await client.embed(HASH, [long_text] * 64, priority=2, timeout_s=0.05)
+                await client.embed(HASH, [LONG_TEXT] * 64, priority=2, timeout_s=0.05)
             assert client.in_flight == 2  # both still running in Triton
             while client.in_flight:
                 await asyncio.sleep(0.02)
