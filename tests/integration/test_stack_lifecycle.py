@@ -59,6 +59,25 @@ def _stack_processes(data_dir: Path) -> dict[str, int]:
     return pids
 
 
+def _interrupt(launcher: subprocess.Popen[str], data_dir: Path, timeout: float = 90) -> int:
+    """Ctrl-C in a terminal: SIGINT to the launcher's group; its exit code. Still
+    running after ``timeout``: killed, and what it printed since the banner and each
+    service's last log lines show where the stop hung."""
+    os.killpg(launcher.pid, signal.SIGINT)
+    try:
+        return launcher.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        printed, _ = launcher.communicate(timeout=10)
+        tails = "".join(
+            f"\n-- {log.name}:\n" + "".join(log.read_text().splitlines(keepends=True)[-5:])
+            for log in sorted((data_dir / "logs").glob("*.log"))
+        )
+        raise AssertionError(
+            f"not stopped {timeout:.0f} s after SIGINT:\n{printed}{tails}"
+        ) from None
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -93,8 +112,7 @@ def test_sigint_stops_everything_and_a_second_run_reuses_the_data(data_dir: Path
             ]
             assert health_status(f"127.0.0.1:{port}") == SERVING
 
-        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert launcher.wait(timeout=90) == 0
+        assert _interrupt(launcher, data_dir) == 0
         still_alive = {name: pid for name, pid in pids.items() if _alive(pid)}
         assert still_alive == {}
         assert [pid for pid in postgres_family if _alive(pid)] == []
@@ -110,8 +128,7 @@ def test_sigint_stops_everything_and_a_second_run_reuses_the_data(data_dir: Path
         # Migrations ran in the first run only: the second found the schema in place.
         orchestrator_log = (data_dir / "logs" / "orchestrator.log").read_text()
         assert orchestrator_log.count('"postgres.migrated"') == 1
-        os.killpg(again.pid, signal.SIGINT)
-        assert again.wait(timeout=90) == 0
+        assert _interrupt(again, data_dir) == 0
     finally:
         if again.poll() is None:
             os.killpg(again.pid, signal.SIGKILL)
